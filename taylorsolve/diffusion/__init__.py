@@ -1,0 +1,120 @@
+"""Diffusion-model layer of taylorsolve: schedules, time grids, parameterisations, the DDIM and
+probability-flow ODEs, guidance, and (below, from the samplers module) GENIE-style samplers.
+
+Conventions (GENIE paper, sec. 2 and app. A): time runs from data (t = 0) to noise (t = 1);
+``gamma = sigma / alpha``; ``xbar = x / alpha = x sqrt(1 + gamma^2)`` (VP); the DDIM ODE
+``d xbar / d gamma = eps`` (eq. (6)).  All time quantities are float64.
+"""
+from __future__ import annotations
+
+from .schedules import (
+    CosineVPSchedule,
+    CustomSchedule,
+    LinearVPSchedule,
+    Schedule,
+    as_time_tensor,
+    get_schedule,
+)
+from .grids import GRID_NAMES, gamma_grid, time_grid, validate_diffusion_grid
+from .parameterization import (
+    PARAMETERIZATIONS,
+    EpsModel,
+    broadcast_to_x,
+    eps_from_score,
+    eps_from_v,
+    eps_from_x0,
+    from_eps,
+    score_from_eps,
+    score_from_x0,
+    to_eps,
+    v_from_eps,
+    v_from_x0,
+    x0_from_eps,
+    x0_from_score,
+    x0_from_v,
+)
+from .odes import (
+    ReverseSDE,
+    ddim_ode_rhs,
+    dx_dgamma,
+    from_xbar,
+    probability_flow_rhs,
+    reverse_sde,
+    to_xbar,
+)
+from .guidance import GuidedEpsModel, cfg_derivatives, cfg_eps, guided_eps_model, slerp
+
+__all__ = [
+    # schedules
+    "Schedule",
+    "LinearVPSchedule",
+    "CosineVPSchedule",
+    "CustomSchedule",
+    "get_schedule",
+    "as_time_tensor",
+    # grids
+    "GRID_NAMES",
+    "time_grid",
+    "validate_diffusion_grid",
+    "gamma_grid",
+    # parameterization
+    "PARAMETERIZATIONS",
+    "EpsModel",
+    "broadcast_to_x",
+    "eps_from_x0",
+    "x0_from_eps",
+    "eps_from_v",
+    "v_from_eps",
+    "eps_from_score",
+    "score_from_eps",
+    "x0_from_v",
+    "v_from_x0",
+    "x0_from_score",
+    "score_from_x0",
+    "to_eps",
+    "from_eps",
+    # odes
+    "ddim_ode_rhs",
+    "probability_flow_rhs",
+    "reverse_sde",
+    "ReverseSDE",
+    "to_xbar",
+    "from_xbar",
+    "dx_dgamma",
+    # guidance
+    "cfg_eps",
+    "cfg_derivatives",
+    "guided_eps_model",
+    "GuidedEpsModel",
+    "slerp",
+]
+
+# ---------------------------------------------------------------------------------------------
+# SAMPLERS: the samplers engineer adds their imports and names here, e.g.
+#   from .providers import ...
+#   from .samplers import sample, SampleResult, ...
+#   __all__ += ["sample", "SampleResult", ...]
+# ---------------------------------------------------------------------------------------------
+from . import providers
+from .providers import AutodiffTerms, DerivativeProvider, autodiff_terms, get_provider
+from .samplers import METHODS, SampleResult, sample
+from .cost import SampleStats, expected_nfe, overhead_adjusted_nfe, steps_for_nfe
+from .encoding import decode, encode
+
+__all__ += [
+    "providers",
+    "DerivativeProvider",
+    "get_provider",
+    "autodiff_terms",
+    "AutodiffTerms",
+    "sample",
+    "SampleResult",
+    "METHODS",
+    "SampleStats",
+    "expected_nfe",
+    "steps_for_nfe",
+    "overhead_adjusted_nfe",
+    "encode",
+    "decode",
+]
+

@@ -1,0 +1,454 @@
+r"""Derivative providers: where the total derivatives ``d^k eps / d gamma^k`` along the DDIM ODE come from.
+
+The p-th truncated Taylor method (TTM-p) on the DDIM ODE ``d xbar / d gamma = eps(x_t, t)`` (eq. (6))
+needs the Taylor coefficients of ``xbar(gamma)``:
+
+    c_0 = xbar,  c_1 = eps,  c_{k+1} = (d^k eps / d gamma^k) / (k+1)!        (eq. (8), (9), (52))
+
+A *provider* is a :class:`taylorsolve.coefficients.CoefficientBackend` for this ODE: it evaluates
+``c_1 = eps`` through the right-hand side ``f(gamma, xbar)`` (one model evaluation) and gets the
+higher derivatives from its own source, so GENIE / TTM-p is literally
+
+    taylorsolve.solve(ddim_ode_rhs(eps_model, schedule), xbar_1, gammas, order=p, backend=provider)
+
+Providers (factories below):
+
+* :func:`exact` -- a user closed form ``fn(xbar, gamma, eps, order)`` (the toys have one).
+* :func:`autodiff` -- the core ``"autodiff"`` backend: for TTM-2 one ``torch.func.jvp`` of the
+  right-hand side with the tangent ``(d gamma, d xbar) = (1, eps)``, which through
+  ``x = xbar / sqrt(1 + gamma^2)`` and ``t = t(gamma)`` is the tangent pair
+  ``(dx/dgamma, dt/dgamma)`` of eq. (11)/(12): ``d eps/d gamma = J_x eps . dx/dgamma + d eps/dt . dt/dgamma``.
+  Higher orders nest JVPs (app. B.3).  :func:`autodiff_terms` computes eq. (12)'s three terms
+  separately for checks and tutorials.
+* :func:`learned` -- any ``head(x, t, eps) -> d eps / d gamma``, e.g. GENIE's distilled head ``k_psi``
+  (sec. 3.1, Alg. 2).  Only the first derivative (TTM-2).
+* :func:`finite_difference` -- derivatives of the polynomial interpolating past eps values: TTM-p
+  becomes the variable-step p-step Adams-Bashforth method (sec. 3, "Comparison to Multistep Methods").
+* :func:`ideal` -- the "ideal derivative trick" (app. B.2): derivatives of the single-point model
+  ``eps ~ (x_t - alpha_t x_0) / sigma_t`` with ``x_0`` frozen at the current prediction (eq. (38)-(44)).
+  On the DDIM ODE these vanish (to rounding): the Taylor step reproduces DDIM.
+* :func:`zero` -- zero derivatives: TTM-p with this provider *is* DDIM.
+
+All providers accept leading batch dimensions in ``xbar`` (the batch shares ``gamma``).
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..coefficients import RHS, CoefficientBackend
+from ..coefficients.autodiff import AutodiffBackend
+from ..coefficients.finite_difference import FiniteDifferenceBackend
+from ..errors import TaylorSolveError, check_rhs_output, validate_order
+from .schedules import LinearVPSchedule, Schedule, as_time_tensor, get_schedule
+
+__all__ = [
+    "DerivativeProvider",
+    "ExactProvider",
+    "AutodiffProvider",
+    "LearnedProvider",
+    "FiniteDifferenceProvider",
+    "IdealProvider",
+    "ZeroProvider",
+    "IdealPFBackend",
+    "AutodiffTerms",
+    "exact",
+    "autodiff",
+    "learned",
+    "finite_difference",
+    "ideal",
+    "zero",
+    "get_provider",
+    "autodiff_terms",
+    "PROVIDER_NAMES",
+]
+
+
+def _x_from_xbar(xbar: torch.Tensor, gamma: torch.Tensor, schedule: Schedule, t: torch.Tensor | None = None) -> torch.Tensor:
+    """``x_t`` from ``xbar_t = x_t / alpha_t``; VP: ``x = xbar / sqrt(1 + gamma^2)`` (sec. 2)."""
+    if getattr(schedule, "variance_preserving", True):
+        return xbar * torch.rsqrt(1.0 + gamma * gamma).to(xbar.dtype)
+    if t is None:
+        t = schedule.t_from_gamma(gamma)
+    return xbar * schedule.alpha(t).to(xbar.dtype)
+
+
+class _Bindable:
+    """Mixin: a schedule that the sampler binds (``provider.bind(schedule)``); default linear VP."""
+
+    schedule: Schedule | None = None
+
+    def bind(self, schedule: Schedule | str | None) -> "_Bindable":
+        """Use ``schedule`` to map ``gamma -> t`` (returns ``self``)."""
+        self.schedule = get_schedule(schedule)
+        return self
+
+    @property
+    def _schedule(self) -> Schedule:
+        if self.schedule is None:
+            self.schedule = LinearVPSchedule()
+        return self.schedule
+
+
+class DerivativeProvider(_Bindable, CoefficientBackend):
+    """Base class: ``c_0 = xbar``, ``c_1 = eps = f(gamma, xbar)``, ``c_{k+1} = eps^(k) / (k+1)!``.
+
+    Subclasses implement :meth:`eps_derivatives`.  ``counters.f_evals`` counts the eps evaluations
+    made here, ``counters.derivative_evals`` the provider's own evaluations.
+    """
+
+    name = "provider"
+    #: the highest derivative order ``d^k eps / d gamma^k`` the provider can give (None: any)
+    max_derivative: int | None = None
+
+    def __init__(self, schedule: Schedule | str | None = None) -> None:
+        CoefficientBackend.__init__(self)
+        self.schedule = None if schedule is None else get_schedule(schedule)
+
+    def coefficients(
+        self, f: RHS, t: torch.Tensor, y: torch.Tensor, order: int, *, f0: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        order = validate_order(order)
+        eps = self.eval_f(f, t, y) if f0 is None else f0
+        coeffs = [y, eps]
+        n = order - 1
+        if n < 1:
+            return coeffs
+        if self.max_derivative is not None and n > self.max_derivative:
+            raise TaylorSolveError(
+                f"the {self.name!r} provider gives derivatives up to d^{self.max_derivative} eps/d gamma^"
+                f"{self.max_derivative} (TTM order <= {self.max_derivative + 1}); order {order} was asked"
+            )
+        ders = self.eps_derivatives(f, t, y, eps, n)
+        if isinstance(ders, torch.Tensor) or not isinstance(ders, Sequence):
+            raise TaylorSolveError(
+                f"the {self.name!r} provider must give a list [d eps/d gamma, ...], got {type(ders).__name__}"
+            )
+        if len(ders) < n:
+            raise TaylorSolveError(
+                f"the {self.name!r} provider gave {len(ders)} derivatives; TTM order {order} needs {n} "
+                f"([d eps/d gamma, ..., d^{n} eps/d gamma^{n}])"
+            )
+        for k, d in enumerate(ders[:n], start=1):
+            d = check_rhs_output(d, y, where=f"the {self.name!r} provider's d^{k} eps/d gamma^{k}")
+            coeffs.append(d / math.factorial(k + 1))
+        return coeffs
+
+    @abc.abstractmethod
+    def eps_derivatives(
+        self, f: RHS, gamma: torch.Tensor, xbar: torch.Tensor, eps: torch.Tensor, n: int
+    ) -> Sequence[torch.Tensor]:
+        """``[d eps/d gamma, ..., d^n eps/d gamma^n]`` at ``(gamma, xbar)`` (``eps`` already known)."""
+
+
+class ZeroProvider(DerivativeProvider):
+    """All derivatives zero: TTM-p with this provider is DDIM (Euler on eq. (6)), at no extra cost."""
+
+    name = "zero"
+
+    def eps_derivatives(self, f, gamma, xbar, eps, n):
+        z = torch.zeros_like(eps)
+        return [z] * n
+
+
+class ExactProvider(DerivativeProvider):
+    """A closed form ``fn(xbar, gamma, eps, order) -> [d eps/d gamma, ..., d^order eps/d gamma^order]``.
+
+    ``order`` is the highest derivative needed (``p - 1`` for TTM-p); extra entries are ignored.
+    With ``includes_eps=True`` the list starts with ``eps`` itself (``[eps, d eps/d gamma, ...]``,
+    the convention of ``toy.GaussianMixture.eps_derivatives_closed_form(xbar, gamma, order)``, which
+    can be passed as ``lambda xbar, gamma, eps, order: gm.eps_derivatives_closed_form(xbar, gamma, order)``).
+    One call counts one derivative evaluation.
+    """
+
+    name = "exact"
+
+    def __init__(self, fn: Callable[..., Sequence[torch.Tensor]], *, includes_eps: bool = False,
+                 schedule: Schedule | str | None = None) -> None:
+        super().__init__(schedule)
+        if not callable(fn):
+            raise TaylorSolveError(f"exact(fn) needs a callable fn(xbar, gamma, eps, order), got {type(fn).__name__}")
+        self.fn = fn
+        self.includes_eps = bool(includes_eps)
+
+    def eps_derivatives(self, f, gamma, xbar, eps, n):
+        out = self.fn(xbar, gamma, eps, n)
+        self.counters.derivative_evals += 1
+        if isinstance(out, torch.Tensor) and n == 1 and not self.includes_eps and out.shape == xbar.shape:
+            out = [out]
+        if isinstance(out, torch.Tensor) or not isinstance(out, Sequence):
+            raise TaylorSolveError(
+                f"exact derivative fn must return a list of tensors, got {type(out).__name__}"
+            )
+        out = list(out)
+        return out[1:] if self.includes_eps else out
+
+
+class LearnedProvider(DerivativeProvider):
+    """A learned ``head(x, t, eps) -> d eps/d gamma`` (GENIE's distilled ``k_psi``, sec. 3.1, Alg. 2).
+
+    The head receives ``x_t`` (not ``xbar``), ``t`` (float64 0-d tensor) and the model's
+    ``eps_theta(x_t, t)`` (the paper's choice; the released training code fed the true noise during
+    distillation, see NOTES).  It gives only the first derivative, so TTM order <= 2.
+    """
+
+    name = "learned"
+    max_derivative = 1
+
+    def __init__(self, head: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                 schedule: Schedule | str | None = None) -> None:
+        super().__init__(schedule)
+        if not callable(head):
+            raise TaylorSolveError(f"learned(head) needs a callable head(x, t, eps), got {type(head).__name__}")
+        self.head = head
+
+    def eps_derivatives(self, f, gamma, xbar, eps, n):
+        sched = self._schedule
+        t = sched.t_from_gamma(gamma)
+        x = _x_from_xbar(xbar, gamma, sched, t)
+        d = self.head(x, t, eps)
+        self.counters.derivative_evals += 1
+        if not isinstance(d, torch.Tensor):
+            raise TaylorSolveError(f"the learned head must return a tensor, got {type(d).__name__}")
+        if d.dtype != xbar.dtype and torch.is_floating_point(d):
+            d = d.to(xbar.dtype)
+        return [d]
+
+
+class IdealProvider(DerivativeProvider):
+    r"""The "ideal derivative trick" (app. B.2) on the DDIM ODE.
+
+    Assume the data is the single point ``x_0 = (x_t - sigma_t eps) / alpha_t`` (eq. (41)), so that
+    ``eps(x', t') ~ (x' - alpha_{t'} x_0) / sigma_{t'}`` (eq. (38)) with ``d eps/dx = I / sigma`` (eq. (39))
+    and ``d eps/dt`` from eq. (42).  The first derivative is eq. (44),
+
+        d eps/d gamma ~ (1/sigma) dx/dgamma + (d log alpha^2/d gamma) / (2 sigma) (eps/sigma - x),
+
+    computed term by term; it cancels to rounding, so TTM-2 with this provider reproduces DDIM.  Higher
+    derivatives are those of the same single-point surrogate, which in ``(xbar, gamma)`` reads
+    ``eps(xbar', gamma') = (xbar' - x_0) / gamma'`` (nested JVPs; also zero to rounding).
+    """
+
+    name = "ideal"
+
+    def eps_derivatives(self, f, gamma, xbar, eps, n):
+        self.counters.derivative_evals += 1
+        g = gamma.to(xbar.dtype)
+        one_g2 = 1.0 + g * g
+        x = xbar * torch.rsqrt(one_g2)                      # VP: x = xbar / sqrt(1 + gamma^2)
+        sigma = g * torch.rsqrt(one_g2)                     # sigma = gamma / sqrt(1 + gamma^2)
+        dx_dgamma = eps * torch.rsqrt(one_g2) - g / one_g2 * x            # eq. (11)
+        jvp_term = dx_dgamma / sigma                                     # eq. (39)
+        dlog_a2_dgamma = -2.0 * g / one_g2                               # alpha^2 = 1 / (1 + gamma^2), eq. (27)
+        time_term = dlog_a2_dgamma / (2.0 * sigma) * (eps / sigma - x)  # eq. (42) times dt/dgamma
+        first = jvp_term + time_term                                     # eq. (44)
+        if n == 1:
+            return [first]
+        x0 = xbar - g * eps  # eq. (41) in (xbar, gamma): x_0 = xbar - gamma eps
+
+        def surrogate(gam: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+            return (xb - x0) / gam.to(xb.dtype)
+
+        coeffs = AutodiffBackend().coefficients(surrogate, gamma, xbar, n + 1, f0=eps)
+        return [first] + [coeffs[k + 1] * math.factorial(k + 1) for k in range(2, n + 1)]
+
+
+class AutodiffProvider(_Bindable, AutodiffBackend):
+    """The core ``"autodiff"`` backend used on the DDIM ODE (eq. (12); nested JVPs for app. B.3).
+
+    One step of TTM-p costs one eps evaluation plus, for coefficient ``k + 1``, a nested JVP of
+    depth ``k`` (counted in ``counters.jvp_passes``); TTM-2 = GENIE with exactly one JVP pass.
+    The schedule enters only through the right-hand side (``t = t(gamma)``), so :meth:`bind` is a no-op.
+    """
+
+    name = "autodiff"
+
+    def __init__(self, schedule: Schedule | str | None = None) -> None:
+        AutodiffBackend.__init__(self)
+        self.schedule = None if schedule is None else get_schedule(schedule)
+
+
+class FiniteDifferenceProvider(_Bindable, FiniteDifferenceBackend):
+    """The core ``"finite_difference"`` backend on the DDIM ODE: TTM-p = variable-step AB-p in gamma.
+
+    Stateful (keeps the history of eps values); warms up with lower orders.
+    """
+
+    name = "finite_difference"
+
+    def __init__(self, schedule: Schedule | str | None = None, **options: Any) -> None:
+        FiniteDifferenceBackend.__init__(self, **options)
+        self.schedule = None if schedule is None else get_schedule(schedule)
+
+
+class IdealPFBackend(_Bindable, CoefficientBackend):
+    r"""The ideal derivative trick on the probability-flow ODE ``dx/dt = f = -beta/2 (x - eps/sigma)`` (eq. (33)).
+
+    Recovers ``eps = sigma (x + 2 f / beta)`` from ``f``, freezes ``x_0 = (x - sigma eps)/alpha`` and
+    differentiates the surrogate right-hand side with ``eps(x', t') = (x' - alpha_{t'} x_0)/sigma_{t'}``
+    by nested JVPs.  For TTM-2 this is eq. (51), which does *not* vanish: unlike on the DDIM ODE, the
+    trick changes Euler's method on the probability-flow ODE.  (Re-deriving eq. (47) -> (51) gives
+    ``-beta^2/(4 sigma)`` as the second eps coefficient; the paper prints ``+``.  The surrogate
+    differentiation here matches the corrected sign, checked in ``tests/diffusion/test_providers.py``.)
+    """
+
+    name = "ideal_pf"
+
+    def __init__(self, schedule: Schedule | str | None = None) -> None:
+        CoefficientBackend.__init__(self)
+        self.schedule = None if schedule is None else get_schedule(schedule)
+
+    def coefficients(self, f, t, y, order, *, f0=None):
+        order = validate_order(order)
+        f0 = self.eval_f(f, t, y) if f0 is None else f0
+        if order < 2:
+            return [y, f0]
+        sched = self._schedule
+        tt = as_time_tensor(t)
+        a, s, b = (v.to(y.dtype) for v in (sched.alpha(tt), sched.sigma(tt), sched.beta(tt)))
+        eps = s * (y + 2.0 * f0 / b)
+        x0 = (y - s * eps) / a
+
+        def surrogate(tq: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            aq, sq, bq = (v.to(x.dtype) for v in (sched.alpha(tq), sched.sigma(tq), sched.beta(tq)))
+            eps_hat = (x - aq * x0) / sq
+            return -0.5 * bq * (x - eps_hat / sq)
+
+        inner = AutodiffBackend()
+        coeffs = inner.coefficients(surrogate, t, y, order, f0=f0)
+        self.counters.derivative_evals += inner.counters.derivative_evals
+        return coeffs
+
+
+ProviderSpec = Any
+
+#: names accepted by ``derivative=`` (besides provider instances and callables = learned heads)
+PROVIDER_NAMES = ("autodiff", "exact", "learned", "finite_difference", "ideal", "zero")
+
+
+def exact(fn: Callable[..., Sequence[torch.Tensor]], *, includes_eps: bool = False) -> ExactProvider:
+    """Provider from a closed form ``fn(xbar, gamma, eps, order) -> [d eps/d gamma, ..., d^order eps/d gamma^order]``."""
+    return ExactProvider(fn, includes_eps=includes_eps)
+
+
+def autodiff() -> AutodiffProvider:
+    """Provider by forward-mode autodiff through the model (eq. (12): one JVP per step for GENIE)."""
+    return AutodiffProvider()
+
+
+def learned(head: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+            schedule: Schedule | str | None = None) -> LearnedProvider:
+    """Provider from a learned ``head(x, t, eps) -> d eps/d gamma`` (e.g. a distilled GENIE head)."""
+    return LearnedProvider(head, schedule)
+
+
+def finite_difference(**options: Any) -> FiniteDifferenceProvider:
+    """Provider from the history of eps values (TTM-p = Adams-Bashforth-p in gamma); options of the core backend."""
+    return FiniteDifferenceProvider(**options)
+
+
+def ideal() -> IdealProvider:
+    """The ideal derivative trick of app. B.2 (zero to rounding on the DDIM ODE: reproduces DDIM)."""
+    return IdealProvider()
+
+
+def zero() -> ZeroProvider:
+    """Zero derivatives: GENIE / TTM-p with it is exactly DDIM."""
+    return ZeroProvider()
+
+
+def get_provider(spec: ProviderSpec, schedule: Schedule | str | None = None) -> CoefficientBackend:
+    """Resolve ``derivative=``: ``None``/``"autodiff"``, ``"zero"``, ``"ideal"``, ``"finite_difference"``,
+    a provider / backend instance, or a callable ``head(x, t, eps)`` (wrapped by :func:`learned`).
+
+    Providers that map ``gamma -> t`` are bound to ``schedule``.
+    """
+    if spec is None:
+        spec = "autodiff"
+    if isinstance(spec, str):
+        key = spec.lower().replace("-", "_")
+        table: dict[str, Callable[[], CoefficientBackend]] = {
+            "autodiff": autodiff,
+            "ad": autodiff,
+            "zero": zero,
+            "ideal": ideal,
+            "finite_difference": finite_difference,
+            "fd": finite_difference,
+        }
+        if key not in table:
+            raise TaylorSolveError(
+                f"unknown derivative provider {spec!r}; use one of 'autodiff', 'zero', 'ideal', "
+                f"'finite_difference', a provider (taylorsolve.diffusion.providers.exact(fn), learned(head)) "
+                f"or a callable head(x, t, eps)"
+            )
+        prov = table[key]()
+    elif isinstance(spec, CoefficientBackend):
+        prov = spec
+    elif callable(spec):
+        prov = learned(spec)
+    else:
+        raise TaylorSolveError(f"derivative= must be a name, a provider or a callable head, got {type(spec).__name__}")
+    if isinstance(prov, _Bindable) and schedule is not None:
+        prov.bind(schedule)
+    return prov
+
+
+# -- eq. (12), term by term -------------------------------------------------------------------------
+@dataclass
+class AutodiffTerms:
+    r"""The pieces of eq. (12) at one point ``(x_t, t)``.
+
+    ``jvp1 = (d eps/dx) eps`` and ``jvp2 = (d eps/dx) x`` (the raw JVPs), ``time_term =
+    (d eps/dt) dt/dgamma``, with ``coef1 = 1/sqrt(1 + gamma^2)`` and ``coef2 = -gamma/(1 + gamma^2)``
+    (VP; in general ``alpha_t`` and ``d log(alpha)/d gamma``), so that
+
+        total = coef1 * jvp1 + coef2 * jvp2 + time_term = d eps / d gamma.
+    """
+
+    eps: torch.Tensor
+    jvp1: torch.Tensor
+    jvp2: torch.Tensor
+    time_term: torch.Tensor
+    coef1: torch.Tensor
+    coef2: torch.Tensor
+    gamma: torch.Tensor
+    dt_dgamma: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.coef1 * self.jvp1 + self.coef2 * self.jvp2 + self.time_term
+
+
+def autodiff_terms(eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, t: Any,
+                   schedule: Schedule | str | None = None) -> AutodiffTerms:
+    """The three terms of eq. (12) by three separate forward-mode JVPs (for tests and tutorials).
+
+    ``eps_model(x, t)`` is an eps-prediction (``t`` a float64 0-d tensor).  Costs one evaluation and
+    three JVP passes; samplers use :func:`autodiff` instead (one JVP for the sum).
+    """
+    sched = get_schedule(schedule)
+    t = as_time_tensor(t)
+    if t.ndim != 0:
+        raise TaylorSolveError(f"autodiff_terms needs a scalar time, got shape {tuple(t.shape)}")
+    eps = eps_model(x, t)
+    fx = lambda x_: eps_model(x_, t)  # noqa: E731
+    jvp1 = torch.func.jvp(fx, (x,), (eps,))[1]                         # JVP_1 = (d eps/dx) eps
+    jvp2 = torch.func.jvp(fx, (x,), (x,))[1]                           # JVP_2 = (d eps/dx) x
+    deps_dt = torch.func.jvp(lambda t_: eps_model(x, t_), (t,), (torch.ones_like(t),))[1]
+    gamma = sched.gamma(t)
+    dt_dg = sched.dt_dgamma(gamma)
+    if getattr(sched, "variance_preserving", True):
+        coef1 = torch.rsqrt(1.0 + gamma * gamma)                       # dx/dgamma = coef1 eps + coef2 x, eq. (11)
+        coef2 = -gamma / (1.0 + gamma * gamma)
+    else:
+        coef1 = sched.alpha(t)
+        coef2 = sched.dlog_alpha_dt(t) * dt_dg
+    dt = x.dtype
+    return AutodiffTerms(
+        eps=eps, jvp1=jvp1, jvp2=jvp2, time_term=deps_dt * dt_dg.to(dt),
+        coef1=coef1.to(dt), coef2=coef2.to(dt), gamma=gamma, dt_dgamma=dt_dg,
+    )

@@ -1,0 +1,99 @@
+"""Exceptions and input validation shared by every layer of taylorsolve."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = [
+    "TaylorSolveError",
+    "SolverError",
+    "SymbolicBackendError",
+    "validate_order",
+    "validate_grid",
+    "check_rhs_output",
+    "check_finite",
+]
+
+
+class TaylorSolveError(ValueError):
+    """Base class for errors raised on bad input to taylorsolve."""
+
+
+class SolverError(RuntimeError):
+    """A solve failed part-way, e.g. NaN/Inf appeared; the message names the step and time."""
+
+    def __init__(self, message: str, *, step: int | None = None, time: float | None = None):
+        super().__init__(message)
+        self.step = step
+        self.time = time
+
+
+class SymbolicBackendError(TaylorSolveError):
+    """The symbolic (SymPy) backend met a function or construct it cannot differentiate."""
+
+
+def validate_order(order: Any, *, allow_auto: bool = False) -> int | str:
+    """Return ``order`` as an ``int >= 1`` (or ``"auto"`` when allowed), else raise."""
+    if allow_auto and isinstance(order, str) and order == "auto":
+        return "auto"
+    if isinstance(order, bool) or not isinstance(order, (int,)) and not (
+        isinstance(order, float) and order.is_integer()
+    ):
+        if isinstance(order, torch.Tensor) and order.numel() == 1 and float(order).is_integer():
+            order = int(order)
+        else:
+            extra = ' or "auto"' if allow_auto else ""
+            raise TaylorSolveError(f"order must be an integer >= 1{extra}, got {order!r}")
+    order = int(order)
+    if order < 1:
+        raise TaylorSolveError(f"order must be an integer >= 1, got {order}")
+    return order
+
+
+def validate_grid(t: Any, *, name: str = "t") -> torch.Tensor:
+    """Check that ``t`` is a 1-D, finite, strictly monotone tensor of >= 2 floating times."""
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if not torch.is_floating_point(t):
+        t = t.to(torch.get_default_dtype())
+    if t.ndim != 1:
+        raise TaylorSolveError(f"time grid {name} must be 1-D, got shape {tuple(t.shape)}")
+    if t.numel() < 2:
+        raise TaylorSolveError(f"time grid {name} needs at least 2 points, got {t.numel()}")
+    if not torch.isfinite(t).all():
+        raise TaylorSolveError(f"time grid {name} contains NaN or Inf")
+    d = torch.diff(t)
+    if not ((d > 0).all() or (d < 0).all()):
+        bad = int(torch.nonzero(d * torch.sign(d[0]) <= 0)[0]) if (d[0] != 0) else 0
+        raise TaylorSolveError(
+            f"time grid {name} must be strictly monotone (increasing or decreasing); "
+            f"it breaks between index {bad} ({float(t[bad])!r}) and {bad + 1} ({float(t[bad + 1])!r})"
+        )
+    return t
+
+
+def check_rhs_output(out: Any, y: torch.Tensor, *, where: str = "f(t, y)") -> torch.Tensor:
+    """Check that a right-hand side returned a tensor with ``y``'s shape and dtype."""
+    if not isinstance(out, torch.Tensor):
+        raise TaylorSolveError(f"{where} must return a torch.Tensor, got {type(out).__name__}")
+    if out.shape != y.shape:
+        raise TaylorSolveError(
+            f"{where} returned shape {tuple(out.shape)} but the state has shape {tuple(y.shape)}"
+        )
+    if out.dtype != y.dtype:
+        raise TaylorSolveError(f"{where} returned dtype {out.dtype} but the state has dtype {y.dtype}")
+    return out
+
+
+def check_finite(x: torch.Tensor, *, what: str, step: int | None = None, time: float | None = None) -> None:
+    """Raise :class:`SolverError` naming step and time when ``x`` has NaN or Inf entries."""
+    if not torch.isfinite(x).all():
+        n_bad = int((~torch.isfinite(x)).sum())
+        loc = ""
+        if step is not None:
+            loc += f" at step {step}"
+        if time is not None and not math.isnan(time):
+            loc += f" (t = {time:.6g})"
+        raise SolverError(f"{what} has {n_bad} non-finite (NaN/Inf) entries{loc}", step=step, time=time)
