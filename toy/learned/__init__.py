@@ -1,0 +1,42 @@
+r"""Learned scores and a distilled GENIE head on the toy data (GENIE sec. 3.1, Fig. 4, Alg. 1, Table 2).
+
+* :mod:`toy.learned.model` -- ``EpsMLP``: a small MLP ``eps_theta(x, t)`` (Fourier time embedding),
+  exposing its last hidden features; DSM loss (eq. (7)).
+* :mod:`toy.learned.train` -- seeded Adam loops, atomic resumable safetensors checkpoints.
+* :mod:`toy.learned.head` -- the head ``k_psi`` (mixed parameterization eq. (14), gamma^2 weighting
+  eq. (15)), distillation from ``torch.func.jvp`` targets (eq. (12)), ablations, overhead.
+* :mod:`toy.learned.compare` -- equal-NFE comparison in the form of Table 2 (``python -m toy.learned``).
+* :mod:`toy.learned.metrics` -- exact quality measures against ``p_0``.
+"""
+from .head import (
+    DerivativeHead,
+    HeadConfig,
+    HeadedModel,
+    ad_free_target,
+    autodiff_target,
+    count_parameters,
+    distill_head,
+    evaluate_head,
+    freeze,
+    load_head,
+    measure_overhead,
+)
+from .model import EpsMLP, FourierTimeEmbedding, diffuse, dsm_loss, sample_times
+from .train import (
+    CheckpointNotFoundError,
+    TrainConfig,
+    TrainState,
+    load_checkpoint,
+    load_eps_model,
+    save_checkpoint,
+    train_eps_model,
+    train_loop,
+)
+
+__all__ = [
+    "EpsMLP", "FourierTimeEmbedding", "diffuse", "dsm_loss", "sample_times",
+    "TrainConfig", "TrainState", "CheckpointNotFoundError", "save_checkpoint", "load_checkpoint",
+    "train_loop", "train_eps_model", "load_eps_model",
+    "DerivativeHead", "HeadConfig", "HeadedModel", "autodiff_target", "ad_free_target", "distill_head",
+    "evaluate_head", "measure_overhead", "count_parameters", "freeze", "load_head",
+]
