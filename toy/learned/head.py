@@ -25,7 +25,9 @@ Decisions and ablations
 * ``feed="eps_theta"`` (default, the paper's text): the head's eps input is the model's
   ``eps_theta(x_t, t)`` in training and sampling.  ``feed="true_noise"`` is the released code's
   choice: during distillation the head sees the true noise ``eps`` used to make ``x_t``, during
-  sampling (where no true noise exists) ``eps_theta``.
+  sampling (where no true noise exists) ``eps_theta``.  Note: here ``eps_theta = Linear(h)`` is a
+  function of the features ``h`` the head already sees, so the eps input adds no information and the
+  head learns to ignore the (for the target irrelevant) true noise: both choices end up nearly equal.
 * ``objective="ad_free"``: the AD-free objective of app. D for the spatial JVP.  With
   ``v = -sigma_t u``, ``u = dx/dgamma``, eq. (71) gives ``E[eps eps^T v | x_t] = sigma^2 S_2 v + sigma^2 s s^T v + v``,
   so ``S_2 v = JVP_s`` (eq. (13)) is the conditional mean of the AD-free target

@@ -2,8 +2,8 @@ r"""A small MLP eps-model ``eps_theta(x, t)`` for 2-D toy data (GENIE paper, sec
 
 Architecture (the toy analogue of the U-Net + head of GENIE's Fig. 4):
 
-    temb = MLP(fourier(t))                        time embedding (shared with the head)
-    h    = trunk([x, temb])                        last hidden features (shared with the head)
+    temb = MLP(fourier(log gamma_t))               time embedding (shared with the head)
+    h    = trunk([x, sin/cos(2 pi B x), temb])     last hidden features (shared with the head)
     eps  = Linear(h)                               the eps-prediction
 
 :meth:`EpsMLP.features` returns ``(h, eps)`` and :meth:`EpsMLP.forward_all` ``(h, temb, eps)`` so a
@@ -51,6 +51,11 @@ class FourierTimeEmbedding(nn.Module):
 
 class EpsMLP(nn.Module):
     """``eps_theta(x, t)`` for ``x [B, d]``; ``t`` a float, 0-d tensor or ``[B]`` tensor (any float dtype).
+
+    ``x_fourier > 0`` adds fixed random Fourier features ``sin/cos(2 pi x B)``, ``B ~ N(0, x_scale^2)``
+    (a plain MLP barely resolves the std-0.01 modes of the nested mixture at small t);
+    ``time_input="loggamma"`` embeds ``log gamma_t`` (rescaled to about [0, 1]) instead of ``t``,
+    which spreads the fast change of ``sigma_t`` near ``t = 0`` over the embedding.
 
     Computes in the module's dtype (float32 by default) and returns ``x``'s dtype, so it can be
     called by samplers working in float64 and differentiated by ``torch.func.jvp`` in ``x`` and ``t``.

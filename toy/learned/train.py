@@ -59,6 +59,9 @@ class TrainConfig:
     hidden: int = 128
     depth: int = 3
     temb_dim: int = 32
+    x_fourier: int = 64             # random Fourier features of x (0: plain MLP input)
+    x_scale: float = 4.0
+    time_input: str = "loggamma"    # time embedding of log gamma_t ("t": of t itself)
 
 
 @dataclass
@@ -242,7 +245,8 @@ def train_eps_model(
     mixture = mixture if mixture is not None else nested_mixture()
     schedule = schedule if schedule is not None else LinearVPSchedule()
     torch.manual_seed(cfg.seed)
-    model = EpsMLP(dim=mixture.dim, hidden=cfg.hidden, depth=cfg.depth, temb_dim=cfg.temb_dim)
+    model = EpsMLP(dim=mixture.dim, hidden=cfg.hidden, depth=cfg.depth, temb_dim=cfg.temb_dim,
+                   x_fourier=cfg.x_fourier, x_scale=cfg.x_scale, time_input=cfg.time_input)
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         x0 = mixture.sample(cfg.batch, gen).float()
