@@ -193,7 +193,7 @@ def test_compare_table(tmp_path):
         assert int(r["nfe"]) in (5, 10)
         fr = [float(r[f"frac_{h}sigma"]) for h in (1, 2, 3, 4)]
         assert all(0.0 <= v <= 1.0 for v in fr) and fr == sorted(fr)
-        assert math.isfinite(float(r["mean_log_p0"])) and float(r["sliced_w2"]) >= 0
+        assert math.isfinite(float(r["mean_logp0"])) and float(r["sliced_w2"]) >= 0
         if r["method"] != "p_0 samples":
             assert 0 < int(r["nfe_used"]) <= int(r["nfe"])
     by = {(r["method"], int(r["nfe"])): r for r in rows}

@@ -63,9 +63,13 @@ def ideal_mode_fractions(dim: int = 2, hs: Sequence[float] = H_VALUES) -> dict[f
     return {h: float(chi2.cdf(h * h, dim)) for h in hs}
 
 
-def mean_log_prob(mix: Any, x: Any) -> float:
-    """Mean exact ``log p_0(x)`` over the rows of ``x``."""
-    return float(mix.log_prob0(_as2d(x)).mean())
+def mean_log_prob(mix: Any, x: Any, clip: float | None = None) -> float:
+    """Mean exact ``log p_0(x)`` over the rows of ``x``; with ``clip``, of ``max(log p_0(x), clip)``
+    (so that a few far-away samples of a poor model do not dominate the mean)."""
+    lp = mix.log_prob0(_as2d(x))
+    if clip is not None:
+        lp = lp.clamp_min(clip)
+    return float(lp.mean())
 
 
 def _directions(dim: int, n_proj: int, seed: int) -> torch.Tensor:
@@ -118,7 +122,7 @@ def mmd_rbf(x: Any, y: Any, bandwidth: float | Sequence[float] = (0.02, 0.1, 0.5
 
 
 def quality(mix: Any, x: Any, reference: Any | None = None, *, n_proj: int = 128, seed: int = 0,
-            mmd: bool = True) -> dict[str, float]:
+            mmd: bool = True, log_prob_clip: float | None = None) -> dict[str, float]:
     """All quality measures of samples ``x`` against the isotropic mixture ``mix`` (:data:`QUALITY_COLUMNS`).
 
     ``reference``: fresh samples of ``p_0`` for the sample distances (default: ``max(len(x), 2000)``
@@ -130,7 +134,7 @@ def quality(mix: Any, x: Any, reference: Any | None = None, *, n_proj: int = 128
     if reference is None:
         reference = mix.sample(max(x.shape[0], 2000), generator=torch.Generator().manual_seed(seed + 1))
     out = {f"frac_{h}sigma": fr[h] for h in H_VALUES}
-    out["mean_logp0"] = mean_log_prob(mix, x)
+    out["mean_logp0"] = mean_log_prob(mix, x, clip=log_prob_clip)
     out["sliced_w2"] = sliced_wasserstein(x, reference, n_proj=n_proj, seed=seed)
     out["mmd2"] = mmd_rbf(x, reference) if mmd else float("nan")
     return out

@@ -6,7 +6,7 @@ r"""Learned scores and a distilled GENIE head on the toy data (GENIE sec. 3.1, F
 * :mod:`toy.learned.head` -- the head ``k_psi`` (mixed parameterization eq. (14), gamma^2 weighting
   eq. (15)), distillation from ``torch.func.jvp`` targets (eq. (12)), ablations, overhead.
 * :mod:`toy.learned.compare` -- equal-NFE comparison in the form of Table 2 (``python -m toy.learned``).
-* :mod:`toy.learned.metrics` -- exact quality measures against ``p_0``.
+* quality measures against ``p_0`` come from :mod:`toy.experiments.metrics`.
 """
 from .head import (
     DerivativeHead,

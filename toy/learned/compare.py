@@ -15,7 +15,7 @@ Rows (methods/ablations) x columns (NFE = 5, 10, 15, 20, 25), all with the final
 * references on the *true* mixture: ``DDIM (true eps)`` and ``GENIE (exact, true eps)`` with the exact
   derivative of the mixture (no overhead charged), and ``p_0 samples`` (fresh data).
 
-Measures (:mod:`toy.learned.metrics`): fraction within ``h sigma`` of a mode (h = 1..4), mean
+Measures (:mod:`toy.experiments.metrics`, shared with the exact-score experiments): fraction within ``h sigma`` of a mode (h = 1..4), mean
 ``log p_0``, sliced W2 to fresh ``p_0`` samples.  Outputs (atomically, temp file + ``os.replace``)
 in ``out_dir``: ``table.csv`` (long format), ``table.md`` (one Table-2-style table per measure),
 ``comparison.png``, ``summary.json``; checkpoints in ``out_dir/checkpoints`` (training resumes).
@@ -39,13 +39,13 @@ from taylorsolve.diffusion.cost import overhead_adjusted_nfe, steps_for_nfe
 from taylorsolve.diffusion.schedules import LinearVPSchedule
 
 from .head import HeadConfig, HeadedModel, count_parameters, distill_head, evaluate_head, measure_overhead
-from .metrics import quality
+from ..experiments.metrics import quality
 from .train import TrainConfig, train_eps_model
 
 __all__ = ["DEFAULT_NFES", "HEAD_VARIANTS", "METRICS", "run_comparison", "format_markdown", "single_thread"]
 
 DEFAULT_NFES = (5, 10, 15, 20, 25)
-METRICS = ("frac_1sigma", "frac_2sigma", "frac_3sigma", "frac_4sigma", "mean_log_p0", "sliced_w2")
+METRICS = ("frac_1sigma", "frac_2sigma", "frac_3sigma", "frac_4sigma", "mean_logp0", "sliced_w2")
 CSV_COLUMNS = ("method", "kind", "nfe", "nfe_used", "steps", "grid") + METRICS
 #: head variants: row name -> HeadConfig overrides (the first one is the standard GENIE head)
 HEAD_VARIANTS: dict[str, dict[str, Any]] = {
@@ -103,7 +103,7 @@ def format_markdown(rows: list[dict[str, Any]], nfes: Sequence[int], metrics: Se
                     cells.append("-")
                 else:
                     v = r[m]
-                    s = f"{v:.3f}" if m != "mean_log_p0" else f"{v:.2f}"
+                    s = f"{v:.3f}" if m != "mean_logp0" else f"{v:.2f}"
                     cells.append(s if r["steps"] is None else f"{s} ({r['steps']})")
             out.append(f"| {meth} | " + " | ".join(cells) + " |")
         out.append("")
@@ -121,7 +121,7 @@ def _figure(rows: list[dict[str, Any]], nfes: Sequence[int], samples: dict[str, 
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "p_0 samples"]
     fig, axes = plt.subplots(1, 3 + len(samples), figsize=(4.2 * (3 + len(samples)), 4.0))
     by = {(r["method"], r["nfe"]): r for r in rows}
-    for ax, m in zip(axes[:3], ("frac_2sigma", "mean_log_p0", "sliced_w2")):
+    for ax, m in zip(axes[:3], ("frac_2sigma", "mean_logp0", "sliced_w2")):
         for meth in methods:
             ys = [by[(meth, n)][m] if (meth, n) in by else float("nan") for n in nfes]
             style = "--" if ("true eps" in meth) else ("-." if meth in list(HEAD_VARIANTS)[1:] else "-")
@@ -220,7 +220,7 @@ def run_comparison(
             x = res.x.detach()
             row = {"method": method_name, "kind": kind, "nfe": nfe, "nfe_used": int(res.stats.nfe), "steps": steps,
                    "grid": grid}
-            row.update(quality(x, mixture, reference, seed=seed))
+            row.update(quality(mixture, x, reference, seed=seed, n_proj=256, mmd=False, log_prob_clip=-50.0))
             rows.append(row)
             if nfe == figure_nfe and method_name in ("DDIM", "GENIE (AD)", std_name, "GENIE (exact, true eps)"):
                 shown[f"{method_name}, NFE={nfe}"] = x
@@ -238,7 +238,8 @@ def run_comparison(
                         derivative=hm.provider())
             run("DDIM (true eps)", "reference", mixture, "ddim", nfe, 0.0)
             run("GENIE (exact, true eps)", "reference", mixture, "genie", nfe, 0.0, derivative=exact)
-        ref_q = quality(mixture.sample(n_samples, torch.Generator().manual_seed(seed + 2)), mixture, reference, seed=seed)
+        ref_q = quality(mixture, mixture.sample(n_samples, torch.Generator().manual_seed(seed + 2)), reference, seed=seed,
+                        n_proj=256, mmd=False, log_prob_clip=-50.0)
         for nfe in nfes:
             rows.append({"method": "p_0 samples", "kind": "reference", "nfe": nfe, "nfe_used": 0, "steps": None,
                          "grid": "", **ref_q})
@@ -255,7 +256,7 @@ def run_comparison(
         "train_seconds": t_train,
         "eps_train_seconds": t_eps,
         "total_seconds": time.perf_counter() - t_start,
-        "metrics_source": "toy.learned.metrics (local; toy/experiments/metrics.py absent)",
+        "metrics_source": "toy.experiments.metrics (log p_0 clipped at -50)",
     }
     md = format_markdown(rows, nfes)
     header = (f"# Toy learned-score comparison ({tag})\n\nnested_mixture (GENIE app. E), eps-MLP "
