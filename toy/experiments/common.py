@@ -178,19 +178,29 @@ def gamma_of(t: Any, schedule: Any = None) -> float:
 # ------------------------------------------------------------------------------------------------
 # output helpers (atomic writes)
 # ------------------------------------------------------------------------------------------------
-def atomic_write_text(path: Path | str, text: str) -> Path:
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``
+    (an interrupted run never leaves a truncated result behind)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the result the usual permissions
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """:func:`atomic_write_bytes` for text (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _fmt(v: Any) -> Any:

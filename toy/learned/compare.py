@@ -27,7 +27,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, replace
 from typing import Any, Iterator, Sequence
@@ -39,6 +38,7 @@ from taylorsolve.diffusion.cost import overhead_adjusted_nfe, steps_for_nfe
 from taylorsolve.diffusion.schedules import LinearVPSchedule
 
 from .head import HeadConfig, HeadedModel, count_parameters, distill_head, evaluate_head, measure_overhead
+from ..experiments.common import atomic_write_bytes
 from ..experiments.metrics import quality
 from .train import TrainConfig, train_eps_model
 
@@ -66,23 +66,6 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(n)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    _umask = os.umask(0)
-    os.umask(_umask)
-    os.chmod(tmp, 0o666 & ~_umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def format_markdown(rows: list[dict[str, Any]], nfes: Sequence[int], metrics: Sequence[str] = METRICS) -> str:
@@ -146,7 +129,7 @@ def _figure(rows: list[dict[str, Any]], nfes: Sequence[int], samples: dict[str, 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def run_comparison(
@@ -274,9 +257,9 @@ def run_comparison(
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k) for k in CSV_COLUMNS})
-        _atomic_write(os.path.join(out_dir, "table.csv"), buf.getvalue().encode())
-        _atomic_write(os.path.join(out_dir, "table.md"), md.encode())
-        _atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, default=str).encode())
+        atomic_write_bytes(os.path.join(out_dir, "table.csv"), buf.getvalue().encode())
+        atomic_write_bytes(os.path.join(out_dir, "table.md"), md.encode())
+        atomic_write_bytes(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, default=str).encode())
         if figure:
             _figure(rows, nfes, shown, mixture, os.path.join(out_dir, "comparison.png"))
     return {"rows": rows, "summary": summary, "markdown": md, "samples": shown}
