@@ -232,7 +232,6 @@ def test_random_rational_rhs_agrees(case):
 )
 def test_random_trigonometric_rhs_agrees(case):
     params, y, t = case
-    n = y.shape[-1]
 
     def f(t, y):
         comps = []

@@ -3,7 +3,7 @@
 Gaussian mixtures diffuse in closed form under VP diffusion, so their score, eps-prediction and every
 total derivative along the DDIM ODE (eq. (6)) are exact; see :mod:`toy.mixture`.
 """
-from .mixture import GaussianMixture, legendre_polynomials, taylor_coefficients_nested_jvp
+from .mixture import GaussianMixture, legendre_polynomials
 from .presets import UNIT_DIRECTIONS_8, lattice_9, nested_mixture, single_gaussian, single_point, two_mode_1d
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "lattice_9",
     "UNIT_DIRECTIONS_8",
     "legendre_polynomials",
-    "taylor_coefficients_nested_jvp",
 ]

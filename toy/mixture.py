@@ -51,7 +51,7 @@ with ``s > 0`` trajectories are still straight lines in space (the direction ``x
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ from taylorsolve.errors import TaylorSolveError
 
 from taylorsolve import math as tm  # dispatches torch tensors, jets (__torch_function__) and SymPy arrays
 
-__all__ = ["GaussianMixture", "legendre_polynomials", "taylor_coefficients_nested_jvp"]
+__all__ = ["GaussianMixture", "legendre_polynomials"]
 
 _DTYPE = torch.float64
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -98,46 +98,6 @@ def legendre_polynomials(z: torch.Tensor, n: int) -> list[torch.Tensor]:
     for k in range(1, n):
         ps.append(((2 * k + 1) * z * ps[k] - k * ps[k - 1]) / (k + 1))
     return ps
-
-
-def _nth_derivative(fn: Callable[[torch.Tensor], torch.Tensor], n: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    for _ in range(n):
-        fn = (lambda g: (lambda s: torch.func.jvp(g, (s,), (torch.ones_like(s),))[1]))(fn)
-    return fn
-
-
-def taylor_coefficients_nested_jvp(
-    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t0: Any, y0: torch.Tensor, order: int
-) -> list[torch.Tensor]:
-    r"""Reference Taylor coefficients ``[c_0..c_order]`` of ``y' = f(t, y)``, ``y(t0) = y0`` by nested JVPs.
-
-    ``c_k = y^{(k)}(t0)/k!``.  With the known polynomial ``p_k(s) = sum_{j<=k} c_j s^j`` the function
-    ``g(s) = f(t0 + s, p_k(s))`` agrees with ``y'(t0 + s)`` up to ``O(s^{k+1})``, so
-    ``c_{k+1} = g^{(k)}(0) / (k+1)!``; ``g^{(k)}`` is ``k`` nested forward-mode ``torch.func.jvp`` passes
-    (cost ~ 2^k).  An independent check of the core's backends (same convention as
-    ``taylorsolve.taylor_coefficients``), not meant to be fast.
-    """
-    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
-        raise TaylorSolveError(f"order must be an integer >= 0, got {order!r}")
-    t0 = _time_tensor(t0)
-    if t0.ndim != 0:
-        raise TaylorSolveError(f"t0 must be a scalar, got shape {tuple(t0.shape)}")
-    coeffs = [y0]
-    if order == 0:
-        return coeffs
-    coeffs.append(f(t0, y0))
-    for k in range(1, order):
-        cs = list(coeffs)
-
-        def g(s: torch.Tensor, cs: list[torch.Tensor] = cs) -> torch.Tensor:
-            y = cs[-1]
-            for c in reversed(cs[:-1]):  # Horner: sum_j c_j s^j
-                y = c + s * y
-            return f(t0 + s, y)
-
-        dk = _nth_derivative(g, k)(torch.zeros((), dtype=t0.dtype))
-        coeffs.append(dk / math.factorial(k + 1))
-    return coeffs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,8 +436,8 @@ class GaussianMixture:
         ``c_{k+1} = eps^{(k)} / (k+1)!``, so ``eps^{(k)} = (k+1)! c_{k+1}``.
 
         ``backend``: a core backend (``"autodiff"``, ``"taylor_mode"``, ``"symbolic"`` or a
-        ``CoefficientBackend``) used through ``taylorsolve.taylor_coefficients``; ``"nested_jvp"`` for the
-        local reference :func:`taylor_coefficients_nested_jvp`; ``"closed_form"`` for one component.
+        ``CoefficientBackend``) used through ``taylorsolve.taylor_coefficients``; ``"closed_form"`` for one
+        component.
         ``gamma`` must be a scalar (one gamma for the whole batch ``xbar [..., d]``).
         """
         if isinstance(order, bool) or not isinstance(order, int) or order < 0:
@@ -488,14 +448,9 @@ class GaussianMixture:
         xbar = self._check_x(xbar, "xbar").to(_DTYPE)
         if isinstance(backend, str) and backend == "closed_form":
             return self.eps_derivatives_closed_form(xbar, gamma, order)
-        if isinstance(backend, str) and backend == "nested_jvp":
-            coeffs = taylor_coefficients_nested_jvp(self.ddim_rhs, gamma, xbar, order + 1)
-        else:
-            import taylorsolve
+        import taylorsolve
 
-            coeffs = taylorsolve.taylor_coefficients(
-                self.ddim_rhs, gamma, xbar, order + 1, backend=backend, **backend_options
-            )
+        coeffs = taylorsolve.taylor_coefficients(self.ddim_rhs, gamma, xbar, order + 1, backend=backend, **backend_options)
         return [coeffs[k + 1] * math.factorial(k + 1) for k in range(order + 1)]
 
     # ------------------------------------------------------------------ closed forms for one component

@@ -1,4 +1,6 @@
-"""Shared helpers for the toy tests: an independent RK4, central differences, a schedule."""
+"""Shared helpers for the toy tests: an independent RK4, central differences, a schedule, and an
+independent nested-JVP reference for Taylor coefficients (written apart from the core's backends so
+that it can check them)."""
 from __future__ import annotations
 
 import math
@@ -99,3 +101,39 @@ def rk4_grid(f, grid: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
 def log_grid(g0: float, g1: float, n: int) -> torch.Tensor:
     """n + 1 gamma values from g0 to g1, equally spaced in log(gamma)."""
     return torch.logspace(math.log10(g0), math.log10(g1), n + 1, dtype=F64)
+
+
+def _nth_derivative(fn, n):
+    for _ in range(n):
+        fn = (lambda g: (lambda s: torch.func.jvp(g, (s,), (torch.ones_like(s),))[1]))(fn)
+    return fn
+
+
+def taylor_coefficients_nested_jvp(f, t0, y0: torch.Tensor, order: int) -> list[torch.Tensor]:
+    """Reference ``[c_0..c_order]`` (``c_k = y^(k)(t0)/k!``) of ``y' = f(t, y)`` by nested JVPs.
+
+    With ``p_k(s) = sum_{j<=k} c_j s^j``, ``g(s) = f(t0 + s, p_k(s))`` agrees with ``y'(t0 + s)`` to
+    ``O(s^{k+1})``, so ``c_{k+1} = g^(k)(0) / (k+1)!``.  Slow (nested forward mode); tests only.
+    """
+    t0 = torch.as_tensor(t0, dtype=F64)
+    coeffs = [y0]
+    if order == 0:
+        return coeffs
+    coeffs.append(f(t0, y0))
+    for k in range(1, order):
+        cs = list(coeffs)
+
+        def g(s, cs=cs):
+            y = cs[-1]
+            for c in reversed(cs[:-1]):  # Horner: sum_j c_j s^j
+                y = c + s * y
+            return f(t0 + s, y)
+
+        coeffs.append(_nth_derivative(g, k)(torch.zeros((), dtype=F64)) / math.factorial(k + 1))
+    return coeffs
+
+
+def nested_jvp_eps_derivatives(mix, xbar, gamma, order: int) -> list[torch.Tensor]:
+    """``[eps, ..., d^order eps/d gamma^order]`` along the DDIM ODE from the reference above."""
+    c = taylor_coefficients_nested_jvp(mix.ddim_rhs, gamma, torch.as_tensor(xbar, dtype=F64), order + 1)
+    return [c[k + 1] * math.factorial(k + 1) for k in range(order + 1)]

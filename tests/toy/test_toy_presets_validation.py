@@ -100,9 +100,9 @@ def test_bad_call_arguments():
     with pytest.raises(TaylorSolveError, match="K = 1"):
         mix.eps_derivatives(torch.zeros(1, 2, dtype=F64), 1.0, 2, backend="closed_form")
     with pytest.raises(TaylorSolveError, match="order"):
-        mix.eps_derivatives(torch.zeros(1, 2, dtype=F64), 1.0, -1, backend="nested_jvp")
+        mix.eps_derivatives(torch.zeros(1, 2, dtype=F64), 1.0, -1, backend="autodiff")
     with pytest.raises(TaylorSolveError, match="scalar gamma"):
-        mix.eps_derivatives(torch.zeros(2, 2, dtype=F64), torch.ones(2, dtype=F64), 1, backend="nested_jvp")
+        mix.eps_derivatives(torch.zeros(2, 2, dtype=F64), torch.ones(2, dtype=F64), 1, backend="autodiff")
     with pytest.raises(TaylorSolveError, match="point mass"):
         toy.single_point([0.0]).log_prob0(torch.zeros(1, 1, dtype=F64))
     with pytest.raises(TaylorSolveError, match="non-negative integer"):

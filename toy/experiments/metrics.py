@@ -11,7 +11,6 @@ r"""Exact quality measures of samples against a Gaussian mixture ``p_0`` (toy ex
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
