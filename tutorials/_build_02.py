@@ -45,7 +45,6 @@ so the notebook fails loudly if the library regresses. It runs in well under a m
 """)
 
 code(r"""
-import math
 import time
 
 import matplotlib.pyplot as plt

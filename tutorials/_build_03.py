@@ -27,7 +27,7 @@ The experiments below are small versions of `python -m toy <name>` (see `toy/exp
 command line writes the full figures and tables to `results/toy/`.
 """)
 code(r"""
-import tempfile, math
+import tempfile
 from pathlib import Path
 import torch
 import matplotlib

@@ -48,7 +48,7 @@ from taylorsolve.diffusion.providers import autodiff_terms, exact
 from taylorsolve.diffusion.cost import overhead_adjusted_nfe, steps_for_nfe
 from taylorsolve.diffusion.schedules import LinearVPSchedule
 from toy import nested_mixture
-from toy.learned import (EpsMLP, TrainConfig, HeadConfig, HeadedModel, train_eps_model, distill_head,
+from toy.learned import (TrainConfig, HeadConfig, HeadedModel, train_eps_model, distill_head,
                          autodiff_target, evaluate_head, measure_overhead, freeze)
 from toy.experiments.metrics import quality
 
