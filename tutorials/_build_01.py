@@ -7,21 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _notebook import NotebookBuilder
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "01_truncated_taylor_methods.ipynb"
-
-cells = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str) -> None:
-    cells.append(new_code_cell(text.strip("\n")))
+builder = NotebookBuilder(Path(__file__).resolve().with_name("01_truncated_taylor_methods.ipynb"))
+md, code = builder.md, builder.code
 
 
 md(r"""
@@ -351,23 +340,6 @@ code(r"""
 print(f"notebook ran in {time.perf_counter() - _start:.1f} s")
 """)
 
-for i, cell in enumerate(cells):
-    cell["id"] = f"cell-{i:02d}"  # deterministic ids: rebuilding gives a byte-identical file
-
-nb = new_notebook(
-    cells=cells,
-    metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    },
-)
-
-
-def main() -> None:
-    nbformat.validate(nb)
-    nbformat.write(nb, OUT)
-    print(f"wrote {OUT}")
-
 
 if __name__ == "__main__":
-    main()
+    builder.main()

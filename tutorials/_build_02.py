@@ -6,24 +6,12 @@ also executes the code cells in this process (quick check, no kernel, figures no
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from _notebook import NotebookBuilder
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "02_diffusion_odes.ipynb"
-
-cells = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str) -> None:
-    cells.append(new_code_cell(text.strip("\n")))
+builder = NotebookBuilder(Path(__file__).resolve().with_name("02_diffusion_odes.ipynb"))
+md, code = builder.md, builder.code
 
 
 md(r"""
@@ -728,36 +716,6 @@ code(r"""
 print(f"notebook ran in {time.perf_counter() - _start:.1f} s")
 """)
 
-for i, cell in enumerate(cells):
-    cell["id"] = f"cell-{i:02d}"  # deterministic ids: rebuilding gives a byte-identical file
-
-nb = new_notebook(
-    cells=cells,
-    metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    },
-)
-
-
-def run_here() -> None:
-    """Execute the code cells in this process (non-interactive backend), for a quick check."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    ns: dict = {"display": print}
-    for cell in cells:
-        if cell["cell_type"] == "code":
-            exec(compile(cell["source"], f"<{cell['id']}>", "exec"), ns)
-
-
-def main() -> None:
-    nbformat.validate(nb)
-    nbformat.write(nb, OUT)
-    print(f"wrote {OUT}")
-    if "--run" in sys.argv[1:]:
-        run_here()
-
 
 if __name__ == "__main__":
-    main()
+    builder.main()

@@ -1,17 +1,12 @@
 """Generate ``03_gaussian_mixture_toys.ipynb`` (no stored outputs): ``python tutorials/_build_03.py``."""
+from __future__ import annotations
+
 from pathlib import Path
 
-import nbformat as nbf
+from _notebook import NotebookBuilder
 
-cells = []
-
-
-def md(s):
-    cells.append(nbf.v4.new_markdown_cell(s.strip()))
-
-
-def code(s):
-    cells.append(nbf.v4.new_code_cell(s.strip()))
+builder = NotebookBuilder(Path(__file__).resolve().with_name("03_gaussian_mixture_toys.ipynb"))
+md, code = builder.md, builder.code
 
 
 md(r"""
@@ -172,10 +167,6 @@ Difference quotients of past evaluations are a poor substitute for the exact der
 matters most, at small $t$.
 """)
 
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                  "language_info": {"name": "python"}}
-out = Path(__file__).with_name("03_gaussian_mixture_toys.ipynb")
-nbf.write(nb, out)
-print("wrote", out)
+
+if __name__ == "__main__":
+    builder.main()

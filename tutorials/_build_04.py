@@ -1,16 +1,13 @@
 """Generate tutorials/04_learning_higher_order_derivatives.ipynb (no stored outputs): python tutorials/_build_04.py"""
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-import nbformat as nbf
+from _notebook import NotebookBuilder
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "04_learning_higher_order_derivatives.ipynb")
+builder = NotebookBuilder(Path(__file__).resolve().with_name("04_learning_higher_order_derivatives.ipynb"))
+md, code = builder.md, builder.code
 
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))  # noqa: E731
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))  # noqa: E731
 
 md(r"""
 # 04 · Learning higher-order derivatives (GENIE sec. 3.1) on a toy
@@ -168,9 +165,6 @@ md(r"""
   AD-free spatial-JVP objective of app. D.
 """)
 
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                  "language_info": {"name": "python"}}
-nbf.write(nb, OUT)
-print("wrote", OUT)
+
+if __name__ == "__main__":
+    builder.main()
