@@ -44,6 +44,7 @@ from ..coefficients import RHS, CoefficientBackend
 from ..coefficients.autodiff import AutodiffBackend
 from ..coefficients.finite_difference import FiniteDifferenceBackend
 from ..errors import TaylorSolveError, check_rhs_output, validate_order
+from .odes import from_xbar
 from .schedules import LinearVPSchedule, Schedule, as_time_tensor, get_schedule
 
 __all__ = [
@@ -71,10 +72,10 @@ __all__ = [
 def _x_from_xbar(xbar: torch.Tensor, gamma: torch.Tensor, schedule: Schedule, t: torch.Tensor | None = None) -> torch.Tensor:
     """``x_t`` from ``xbar_t = x_t / alpha_t``; VP: ``x = xbar / sqrt(1 + gamma^2)`` (sec. 2)."""
     if getattr(schedule, "variance_preserving", True):
-        return xbar * torch.rsqrt(1.0 + gamma * gamma).to(xbar.dtype)
+        return from_xbar(xbar, gamma)
     if t is None:
         t = schedule.t_from_gamma(gamma)
-    return xbar * schedule.alpha(t).to(xbar.dtype)
+    return from_xbar(xbar, gamma, alpha=schedule.alpha(t))
 
 
 class _Bindable:

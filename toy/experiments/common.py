@@ -27,8 +27,6 @@ __all__ = [
     "iso_eps_derivatives",
     "exact_provider",
     "reference_solve",
-    "x_from_xbar",
-    "xbar_from_x",
     "atomic_write_text",
     "write_csv",
     "write_json",
@@ -125,16 +123,6 @@ def exact_provider(mix: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 # coordinates and reference solutions of the DDIM ODE
 # ------------------------------------------------------------------------------------------------
-def x_from_xbar(xbar: torch.Tensor, gamma: Any) -> torch.Tensor:
-    g = torch.as_tensor(gamma, dtype=F64)
-    return xbar * torch.rsqrt(1.0 + g * g)
-
-
-def xbar_from_x(x: torch.Tensor, gamma: Any) -> torch.Tensor:
-    g = torch.as_tensor(gamma, dtype=F64)
-    return x * torch.sqrt(1.0 + g * g)
-
-
 def reference_solve(mix: Any, xbar0: torch.Tensor, gamma0: float, gammas: Sequence[float], *,
                     rtol: float = 1e-11, atol: float = 1e-12) -> torch.Tensor:
     r"""Very accurate solution of the DDIM ODE (eq. (6)) from ``xbar(gamma0) = xbar0`` at ``gammas``.

@@ -22,10 +22,20 @@ import numpy as np
 import torch
 
 from taylorsolve.diffusion import LinearVPSchedule
+from taylorsolve.diffusion.odes import to_xbar
 
 from ..presets import nested_mixture
-from .common import (DEFAULT_OUT, F64, iso_eps_derivatives, progress, pyplot, reference_solve, save_figure,
-                     write_csv, write_json, xbar_from_x)
+from .common import (
+    DEFAULT_OUT,
+    F64,
+    iso_eps_derivatives,
+    progress,
+    pyplot,
+    reference_solve,
+    save_figure,
+    write_csv,
+    write_json,
+)
 
 NAME = "fd_error"
 COLUMNS = ("t", "dt", "xi_past", "xi_future", "rel_xi_past", "rel_xi_future", "mean_abs_deps", "n_points")
@@ -49,7 +59,7 @@ def run(out: Path | str = DEFAULT_OUT, *, full: bool = False, n: int | None = No
     for i, t in enumerate(progress(list(ts), desc="fd_error", quiet=quiet)):
         x_t = mix.sample_t(n, t, generator=torch.Generator().manual_seed(seed + 100 + i))
         g0 = float(sch.gamma(torch.tensor(t, dtype=F64)))
-        xb0 = xbar_from_x(x_t, g0)
+        xb0 = to_xbar(x_t, g0)
         eps0, deps0 = iso_eps_derivatives(mix, xb0, g0, 1)
         mag = float(deps0.norm(dim=-1).mean())
         dts = _dts(t, n_dt)

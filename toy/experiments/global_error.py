@@ -28,12 +28,22 @@ import numpy as np
 import torch
 
 from taylorsolve.diffusion import LinearVPSchedule, sample, steps_for_nfe
+from taylorsolve.diffusion.odes import from_xbar, to_xbar
 from taylorsolve.errors import TaylorSolveError
 
 from ..presets import nested_mixture
 from . import metrics
-from .common import (DEFAULT_OUT, F64, exact_provider, progress, pyplot, reference_solve, save_figure,
-                     write_csv, write_json, x_from_xbar, xbar_from_x)
+from .common import (
+    DEFAULT_OUT,
+    F64,
+    exact_provider,
+    progress,
+    pyplot,
+    reference_solve,
+    save_figure,
+    write_csv,
+    write_json,
+)
 
 NAME = "global_error"
 GRIDS = ("linear", "quadratic", "logsnr")
@@ -63,7 +73,7 @@ def measure_relative_costs(mix: Any, n: int, repeats: int = 7) -> dict[int, floa
     x = mix.sample_t(n, 0.3, generator=torch.Generator().manual_seed(123))
     t = torch.tensor(0.3, dtype=F64)
     g = LinearVPSchedule().gamma(t)
-    xb = xbar_from_x(x, g)
+    xb = to_xbar(x, g)
     prov = exact_provider(mix)
 
     def timeit(fn) -> float:
@@ -110,7 +120,7 @@ def run(out: Path | str = DEFAULT_OUT, *, full: bool = False, n: int | None = No
     x1 = torch.randn(n, 2, dtype=F64, generator=torch.Generator().manual_seed(seed))
     g1 = float(sch.gamma(torch.tensor(1.0, dtype=F64)))
     gc = float(sch.gamma(torch.tensor(t_cut, dtype=F64)))
-    x_ref = x_from_xbar(reference_solve(mix, xbar_from_x(x1, g1), g1, [gc])[0], gc)
+    x_ref = from_xbar(reference_solve(mix, to_xbar(x1, g1), g1, [gc])[0], gc)
     p0_ref = mix.sample(max(n, 2000), generator=torch.Generator().manual_seed(seed + 1))
     rel_cost = measure_relative_costs(mix, n)
     chosen = [m for m in METHODS if methods is None or m[0] in methods]

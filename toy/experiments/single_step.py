@@ -17,10 +17,21 @@ import numpy as np
 import torch
 
 from taylorsolve.diffusion import LinearVPSchedule, sample
+from taylorsolve.diffusion.odes import from_xbar, to_xbar
 
 from ..presets import nested_mixture
-from .common import (DEFAULT_OUT, F64, exact_provider, loglog_slope, progress, pyplot, reference_solve,
-                     save_figure, write_csv, write_json, x_from_xbar, xbar_from_x)
+from .common import (
+    DEFAULT_OUT,
+    F64,
+    exact_provider,
+    loglog_slope,
+    progress,
+    pyplot,
+    reference_solve,
+    save_figure,
+    write_csv,
+    write_json,
+)
 
 NAME = "single_step"
 METHODS = (("ddim", 1), ("genie", 2), ("ttm3", 3))
@@ -50,8 +61,8 @@ def run(out: Path | str = DEFAULT_OUT, *, full: bool = False, n: int | None = No
         g0 = float(sch.gamma(torch.tensor(t, dtype=F64)))
         dts = _dts(t, n_dt, 1e-3)
         gs = sch.gamma(torch.as_tensor(t - dts, dtype=F64))
-        xb_ref = reference_solve(mix, xbar_from_x(x_t, g0), g0, gs.tolist())
-        refs[t] = (x_t, torch.stack([x_from_xbar(xb_ref[j], gs[j]) for j in range(len(dts))]))
+        xb_ref = reference_solve(mix, to_xbar(x_t, g0), g0, gs.tolist())
+        refs[t] = (x_t, torch.stack([from_xbar(xb_ref[j], gs[j]) for j in range(len(dts))]))
     errors: dict[tuple[float, str], list[float]] = {}
     for t, dt in progress(jobs, desc="single_step", quiet=quiet):
         x_t, x_ref_all = refs[t]

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from taylorsolve.diffusion import providers as _providers
+from taylorsolve.diffusion.odes import dx_dgamma
 from taylorsolve.diffusion.schedules import LinearVPSchedule, Schedule, as_time_tensor, get_schedule
 
 from .model import EpsMLP, diffuse, sample_times
@@ -131,12 +132,6 @@ def _per_sample(t: Any, n: int) -> torch.Tensor:
     return t.expand(n).clone() if t.ndim == 0 else t
 
 
-def _dx_dgamma(eps: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """Eq. (11): ``dx/dgamma = eps/sqrt(1+gamma^2) - gamma x/(1+gamma^2)`` (VP), per sample."""
-    g = gamma.to(x.dtype)[:, None]
-    return eps * torch.rsqrt(1.0 + g * g) - g / (1.0 + g * g) * x
-
-
 def autodiff_target(teacher: nn.Module, x: torch.Tensor, t: Any, schedule: Schedule | str | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(eps_theta, d eps_theta/d gamma)`` at ``(x_t, t)`` (per-sample ``t [B]`` or a scalar).
@@ -150,7 +145,7 @@ def autodiff_target(teacher: nn.Module, x: torch.Tensor, t: Any, schedule: Sched
     dt_dg = sched.dt_dgamma(gamma)
     with torch.no_grad():
         eps = teacher(x, t)
-        u = _dx_dgamma(eps, x, gamma)
+        u = dx_dgamma(x, eps, gamma)
         _, d = torch.func.jvp(lambda x_, t_: teacher(x_, t_), (x, t), (u, dt_dg))
     return eps, d
 
@@ -169,7 +164,7 @@ def ad_free_target(teacher: nn.Module, x: torch.Tensor, t: Any, noise: torch.Ten
     dt_dg = sched.dt_dgamma(gamma).to(x.dtype)[:, None]
     with torch.no_grad():
         eps = teacher(x, t)
-        u = _dx_dgamma(eps, x, gamma)
+        u = dx_dgamma(x, eps, gamma)
         dot = lambda a, b: (a * b).sum(-1, keepdim=True)  # noqa: E731
         spatial = -(noise * dot(noise, u) - u - eps * dot(eps, u)) / sigma
         d_dt = (teacher(x, t + fd_step) - teacher(x, t - fd_step)) / (2.0 * fd_step)
