@@ -1,5 +1,6 @@
-"""Diffusion-model layer of taylorsolve: schedules, time grids, parameterisations, the DDIM and
-probability-flow ODEs, guidance, and (below, from the samplers module) GENIE-style samplers.
+"""Diffusion-model layer of taylorsolve: processes and schedules, time grids, parameterisations, the
+DDIM and probability-flow ODEs, the model boundary (plain callables, diffusers and EDM models), the
+sampler registry with GENIE and its peers, NFE budgets, guidance, encoding.
 
 Conventions (GENIE paper, sec. 2 and app. A): time runs from data (t = 0) to noise (t = 1);
 ``gamma = sigma / alpha``; ``xbar = x / alpha = x sqrt(1 + gamma^2)`` (VP); the DDIM ODE
@@ -10,7 +11,9 @@ from __future__ import annotations
 from .schedules import (
     CosineVPSchedule,
     CustomSchedule,
+    DiscreteVPSchedule,
     LinearVPSchedule,
+    VESchedule,
     Schedule,
     as_time_tensor,
     get_schedule,
@@ -50,6 +53,8 @@ __all__ = [
     "LinearVPSchedule",
     "CosineVPSchedule",
     "CustomSchedule",
+    "DiscreteVPSchedule",
+    "VESchedule",
     "get_schedule",
     "as_time_tensor",
     # grids
@@ -89,24 +94,35 @@ __all__ = [
     "slerp",
 ]
 
-# ---------------------------------------------------------------------------------------------
-# SAMPLERS: the samplers engineer adds their imports and names here, e.g.
-#   from .providers import ...
-#   from .samplers import sample, SampleResult, ...
-#   __all__ += ["sample", "SampleResult", ...]
-# ---------------------------------------------------------------------------------------------
-from . import providers
+from . import processes, providers, registry
+from .processes import DiffusionProcess, ScalarProcess, get_process
+from .boundary import DiffusionModel, from_diffusers, from_edm
 from .providers import AutodiffTerms, DerivativeProvider, autodiff_terms, get_provider
-from .samplers import METHODS, SampleResult, sample
+from .registry import Sampler, available_methods, canonical_method, get_sampler, register
+from .samplers import METHODS
+from .sampling import SampleResult, sample
 from .cost import SampleStats, expected_nfe, overhead_adjusted_nfe, steps_for_nfe
 from .encoding import decode, encode
 
 __all__ += [
+    "processes",
+    "DiffusionProcess",
+    "ScalarProcess",
+    "get_process",
+    "DiffusionModel",
+    "from_diffusers",
+    "from_edm",
     "providers",
     "DerivativeProvider",
     "get_provider",
     "autodiff_terms",
     "AutodiffTerms",
+    "registry",
+    "Sampler",
+    "register",
+    "get_sampler",
+    "canonical_method",
+    "available_methods",
     "sample",
     "SampleResult",
     "METHODS",
@@ -117,4 +133,3 @@ __all__ += [
     "encode",
     "decode",
 ]
-

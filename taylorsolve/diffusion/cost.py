@@ -34,7 +34,7 @@ __all__ = [
     "overhead_adjusted_nfe",
     "expected_nfe",
     "steps_for_nfe",
-    "NFE_RULES",
+    "nfe_rules",
     "PAPER_HEAD_OVERHEAD",
 ]
 
@@ -65,10 +65,24 @@ class SampleStats:
     wall_time: float = 0.0
     order: int | None = None
     derivative: str | None = None
+    #: the ``nfe=`` budget asked for (None with ``steps=``)
+    nfe_budget: int | None = None
+    #: model evaluations the budget allows after the derivative overhead, ``round(nfe / (1 + overhead))``
+    eval_budget: int | None = None
+    #: cost of the derivative per step, in model evaluations (a head's measured overhead; JVP passes)
+    overhead: float = 0.0
+    #: steps that used derivatives (the analytical first step and first-order steps do not)
+    derivative_steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def equivalent_nfe(self) -> float:
+        """Model evaluations plus the derivative work in evaluations: ``nfe + overhead * derivative_steps``."""
+        return self.nfe + self.overhead * self.derivative_steps
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
+        d["equivalent_nfe"] = self.equivalent_nfe
         d.update(d.pop("extra"))
         return d
 
@@ -115,60 +129,38 @@ def overhead_adjusted_nfe(nfe: int | float, overhead: float) -> int:
     return int(math.floor(nfe_f / (1.0 + ov) + 0.5))
 
 
-#: NFE of ``steps`` solver steps before the knobs (``afs`` subtracts 1, ``denoise`` adds 1).
-NFE_RULES: dict[str, str] = {
-    "ddim": "steps (one eps evaluation per Euler step on the DDIM ODE)",
-    "genie": "steps (one eps evaluation per step; the derivative comes from the provider)",
-    "ttm": "steps (one eps evaluation per step; derivatives from the provider)",
-    "ttm-pf": "steps (one eps evaluation per step; derivatives by autodiff)",
-    "s-pndm": "steps + 1 (first step: pseudo improved Euler, 2 evaluations)",
-    "f-pndm": "4 * min(steps, 3) + max(steps - 3, 0) (three pseudo Runge-Kutta warm-up steps of 4 evaluations)",
-    "adams-bashforth": "steps (history reused)",
-    "heun": "2 * steps (Euler predictor + trapezoidal corrector)",
-    "dpm-solver-2": "2 * steps",
-    "dpm-solver-3": "3 * steps",
-    "dpm-solver++2m": "steps",
-    "deis": "steps",
-    "euler-maruyama": "steps",
-    "rk45": "adaptive: scipy's nfev",
-}
+def _sampler(method: str, order: Any = None, **options: Any):
+    from .registry import get_sampler
+
+    cls = get_sampler(method)
+    if order is None and cls.default_order is None and (cls.orders is None or len(cls.orders) != 1):
+        order = (cls.orders or (2,))[0]
+    return cls(order=order, **options)
 
 
-def expected_nfe(method: str, steps: int, *, afs: bool = False, denoise: bool = False) -> int:
-    """NFE of ``method`` with ``steps`` solver steps, from the method definitions (:data:`NFE_RULES`)."""
-    method = method.lower()
-    if method not in NFE_RULES:
-        raise TaylorSolveError(f"unknown method {method!r}; known: {', '.join(NFE_RULES)}")
-    if method == "rk45":
-        raise TaylorSolveError("rk45 is adaptive: its NFE is only known after the solve (stats.nfe)")
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+def nfe_rules() -> dict[str, str]:
+    """The NFE rule of every registered method (``steps`` = N before the knobs; AFS -1, denoise +1)."""
+    from .registry import _REGISTRY
+
+    return {name: cls.nfe_rule for name, cls in _REGISTRY.items()}
+
+
+def expected_nfe(method: str, steps: int, *, afs: bool = False, denoise: bool = False, order: Any = None,
+                 **options: Any) -> int:
+    """NFE of ``method`` (any accepted name or alias) with ``steps`` solver steps, from its unit's rule."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, float)) or int(steps) != steps or steps < 1:
         raise TaylorSolveError(f"steps must be an integer >= 1, got {steps!r}")
-    n = int(steps)
-    base = {
-        "s-pndm": n + 1,
-        "f-pndm": 4 * min(n, 3) + max(n - 3, 0),
-        "heun": 2 * n,
-        "dpm-solver-2": 2 * n,
-        "dpm-solver-3": 3 * n,
-    }.get(method, n)
-    return base - int(bool(afs)) + int(bool(denoise))
+    sampler = _sampler(method, order, **options)
+    return sampler.nfe(int(steps)) - int(bool(afs)) + int(bool(denoise))
 
 
-def steps_for_nfe(method: str, nfe: int, *, afs: bool = False, denoise: bool = False) -> int:
-    """Largest number of steps whose :func:`expected_nfe` fits in the budget ``nfe``.
+def steps_for_nfe(method: str, nfe: int, *, afs: bool = False, denoise: bool = False, overhead: float = 0.0,
+                  order: Any = None, **options: Any) -> int:
+    """Largest number of steps whose NFE (after ``overhead``, sec. 5) fits in the budget ``nfe``.
 
-    Raises :class:`TaylorSolveError` when not even one step fits, and for F-PNDM when its three
-    Runge-Kutta warm-up steps do not fit (the paper reports it as N/A for <= 10 NFE, Tab. 1).
+    Raises :class:`TaylorSolveError` naming the minimum budget when not even one step fits, and for
+    F-PNDM when its three Runge-Kutta warm-up steps do not fit (the paper lists it as N/A for <= 10 NFE).
     """
-    best = 0
-    for n in range(1, int(nfe) + 2):
-        if expected_nfe(method, n, afs=afs, denoise=denoise) <= nfe:
-            best = n
-    if best == 0:
-        raise TaylorSolveError(f"method {method!r} cannot take a single step with {nfe} NFE")
-    if method.lower() == "f-pndm" and best < 3:
-        raise TaylorSolveError(
-            f"f-pndm needs its 3 Runge-Kutta warm-up steps (12 NFE{', 11 with AFS' if afs else ''}); "
-            f"{nfe} NFE is not enough (the paper lists F-PNDM as N/A for <= 10 NFE)"
-        )
-    return best
+    from .sampling import plan_steps
+
+    return plan_steps(_sampler(method, order, **options), nfe, afs=afs, denoise=denoise, overhead=overhead)[0]

@@ -28,6 +28,18 @@ Providers (factories below):
   ``eps ~ (x_t - alpha_t x_0) / sigma_t`` with ``x_0`` frozen at the current prediction (eq. (38)-(44)).
   On the DDIM ODE these vanish (to rounding): the Taylor step reproduces DDIM.
 * :func:`zero` -- zero derivatives: TTM-p with this provider *is* DDIM.
+* :func:`head` (``derivative="head"``) -- the ``k`` a network computes in its own forward pass
+  (a distilled head attached to the network, which returns ``(eps, k)``); with classifier-free
+  guidance eq. (81)'s combination ``(1 + w) k_c - w k_u`` of the two branches' heads.
+* :func:`guided_heads` (``derivative=(head_c, head_u)``) -- eq. (81) with two separate heads, each
+  called with its own branch's eps.  Eq. (81) is *not* the derivative of the guided eps along the
+  guided ODE: each head follows its own model's ODE, so the two differ by
+  ``w (1 + w) / sqrt(1 + gamma^2) (J_c - J_u)(eps_u - eps_c)`` (docs/PAPER_ERRATA.md); the exact
+  guided derivative is ``derivative="autodiff"`` with ``guidance_scale``.
+
+Providers are bound to the run's :class:`~taylorsolve.diffusion.processes.DiffusionProcess` by the
+sampler (:meth:`DerivativeProvider.attach`) and declare their cost per step in model evaluations
+(:meth:`DerivativeProvider.overhead`), which NFE budgets use (sec. 5).
 
 All providers accept leading batch dimensions in ``xbar`` (the batch shares ``gamma``).
 """
@@ -44,8 +56,8 @@ from ..coefficients import RHS, CoefficientBackend
 from ..coefficients.autodiff import AutodiffBackend
 from ..coefficients.finite_difference import FiniteDifferenceBackend
 from ..errors import TaylorSolveError, check_rhs_output, validate_order
-from .odes import from_xbar
-from .schedules import LinearVPSchedule, Schedule, as_time_tensor, get_schedule
+from .processes import DiffusionProcess, ScalarProcess, get_process
+from .schedules import Schedule, as_time_tensor, get_schedule
 
 __all__ = [
     "DerivativeProvider",
@@ -55,6 +67,8 @@ __all__ = [
     "FiniteDifferenceProvider",
     "IdealProvider",
     "ZeroProvider",
+    "HeadProvider",
+    "GuidedHeadsProvider",
     "IdealPFBackend",
     "AutodiffTerms",
     "exact",
@@ -63,36 +77,60 @@ __all__ = [
     "finite_difference",
     "ideal",
     "zero",
+    "head",
+    "guided_heads",
+    "provider_overhead",
     "get_provider",
     "autodiff_terms",
     "PROVIDER_NAMES",
 ]
 
 
-def _x_from_xbar(xbar: torch.Tensor, gamma: torch.Tensor, schedule: Schedule, t: torch.Tensor | None = None) -> torch.Tensor:
-    """``x_t`` from ``xbar_t = x_t / alpha_t``; VP: ``x = xbar / sqrt(1 + gamma^2)`` (sec. 2)."""
-    if getattr(schedule, "variance_preserving", True):
-        return from_xbar(xbar, gamma)
-    if t is None:
-        t = schedule.t_from_gamma(gamma)
-    return from_xbar(xbar, gamma, alpha=schedule.alpha(t))
-
-
 class _Bindable:
-    """Mixin: a schedule that the sampler binds (``provider.bind(schedule)``); default linear VP."""
+    """Mixin: the process the sampler binds (``provider.bind(process)``); default the linear VP process."""
 
-    schedule: Schedule | None = None
+    process: DiffusionProcess | None = None
 
-    def bind(self, schedule: Schedule | str | None) -> "_Bindable":
-        """Use ``schedule`` to map ``gamma -> t`` (returns ``self``)."""
-        self.schedule = get_schedule(schedule)
+    def bind(self, spec: DiffusionProcess | Schedule | str | None) -> "_Bindable":
+        """Use the process of ``spec`` (a process, a schedule or a name) to map ``gamma -> (x, t)``."""
+        self.process = get_process(get_schedule(spec) if isinstance(spec, str) else spec)
         return self
+
+    def attach(self, ctx: Any) -> None:
+        """Called by the sampler before a run: bind the run's process (``ctx.process``)."""
+        self.bind(ctx.process)
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The bound process's schedule (scalar processes)."""
+        return getattr(self._process, "schedule", None)
+
+    @schedule.setter
+    def schedule(self, value: Any) -> None:
+        self.process = None if value is None else get_process(get_schedule(value))
+
+    @property
+    def _process(self) -> DiffusionProcess:
+        if self.process is None:
+            self.process = get_process(None)
+        return self.process
 
     @property
     def _schedule(self) -> Schedule:
-        if self.schedule is None:
-            self.schedule = LinearVPSchedule()
-        return self.schedule
+        sched = getattr(self._process, "schedule", None)
+        if sched is None:
+            raise TaylorSolveError(f"the {getattr(self, 'name', 'provider')!r} provider needs a process with a scalar schedule")
+        return sched
+
+    def _x_t(self, xbar: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_t, t)`` of the DDIM-ODE state ``xbar`` at ``gamma`` (``x = alpha_t xbar``, sec. 2)."""
+        coords = self._process.coordinates("ddim")
+        t = coords.t_of_s(gamma)
+        return coords.to_x(xbar, t, gamma), t
+
+    def overhead(self, order: int) -> float:
+        """Cost of the derivatives of one TTM-``order`` step, in model evaluations (NFE budgets, sec. 5)."""
+        return 0.0
 
 
 class DerivativeProvider(_Bindable, CoefficientBackend):
@@ -108,7 +146,7 @@ class DerivativeProvider(_Bindable, CoefficientBackend):
 
     def __init__(self, schedule: Schedule | str | None = None) -> None:
         CoefficientBackend.__init__(self)
-        self.schedule = None if schedule is None else get_schedule(schedule)
+        self.schedule = schedule
 
     def coefficients(
         self, f: RHS, t: torch.Tensor, y: torch.Tensor, order: int, *, f0: torch.Tensor | None = None
@@ -208,9 +246,7 @@ class LearnedProvider(DerivativeProvider):
         self.head = head
 
     def eps_derivatives(self, f, gamma, xbar, eps, n):
-        sched = self._schedule
-        t = sched.t_from_gamma(gamma)
-        x = _x_from_xbar(xbar, gamma, sched, t)
+        x, t = self._x_t(xbar, gamma)
         d = self.head(x, t, eps)
         self.counters.derivative_evals += 1
         if not isinstance(d, torch.Tensor):
@@ -238,21 +274,34 @@ class IdealProvider(DerivativeProvider):
 
     def eps_derivatives(self, f, gamma, xbar, eps, n):
         self.counters.derivative_evals += 1
-        g = gamma.to(xbar.dtype)
-        one_g2 = 1.0 + g * g
-        x = xbar * torch.rsqrt(one_g2)                      # VP: x = xbar / sqrt(1 + gamma^2)
-        sigma = g * torch.rsqrt(one_g2)                     # sigma = gamma / sqrt(1 + gamma^2)
-        dx_dgamma = eps * torch.rsqrt(one_g2) - g / one_g2 * x            # eq. (11)
-        jvp_term = dx_dgamma / sigma                                     # eq. (39)
-        dlog_a2_dgamma = -2.0 * g / one_g2                               # alpha^2 = 1 / (1 + gamma^2), eq. (27)
-        time_term = dlog_a2_dgamma / (2.0 * sigma) * (eps / sigma - x)  # eq. (42) times dt/dgamma
-        first = jvp_term + time_term                                     # eq. (44)
+        sched = self._schedule
+        dt = xbar.dtype
+        t = sched.t_from_gamma(gamma)
+        g = gamma.to(dt)
+        alpha, sigma = (v.to(dt) for v in sched.marginal_params(t))
+        if sched.variance_preserving:          # closed forms of sec. 2 / eq. (27)
+            one_g2 = 1.0 + g * g
+            x = xbar * torch.rsqrt(one_g2)
+            dx_dgamma = eps * torch.rsqrt(one_g2) - g / one_g2 * x          # eq. (11)
+            dlog_a_dgamma = -g / one_g2                                     # alpha^2 = 1 / (1 + gamma^2)
+            dlog_s_dgamma = 1.0 / (g * one_g2)                              # sigma^2 = gamma^2 / (1 + gamma^2)
+        else:                                  # x = alpha xbar, any scalar schedule
+            dt_dg = sched.dt_dgamma(gamma).to(dt)
+            dlog_a_dgamma = (sched.dlog_alpha_dt(t).to(dt)) * dt_dg
+            dlog_s_dgamma = (sched.dsigma_dt(t).to(dt) / sigma) * dt_dg
+            x = alpha * xbar
+            dx_dgamma = alpha * eps + dlog_a_dgamma * x
+        x0 = (x - sigma * eps) / alpha                                      # eq. (41)
+        # surrogate eps(x', t') = (x' - alpha_t' x0) / sigma_t' (eq. (38)); its total derivative along the ODE:
+        jvp_term = dx_dgamma / sigma                                         # eq. (39): d eps/dx = I / sigma
+        time_term = -(alpha * dlog_a_dgamma * x0) / sigma - dlog_s_dgamma * eps   # eq. (42) times dt/dgamma
+        first = jvp_term + time_term                                         # eq. (44)
         if n == 1:
             return [first]
-        x0 = xbar - g * eps  # eq. (41) in (xbar, gamma): x_0 = xbar - gamma eps
+        x0bar = xbar - g * eps  # eq. (41) in (xbar, gamma): x_0 = xbar - gamma eps
 
         def surrogate(gam: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-            return (xb - x0) / gam.to(xb.dtype)
+            return (xb - x0bar) / gam.to(xb.dtype)
 
         coeffs = AutodiffBackend().coefficients(surrogate, gamma, xbar, n + 1, f0=eps)
         return [first] + [coeffs[k + 1] * math.factorial(k + 1) for k in range(2, n + 1)]
@@ -270,7 +319,12 @@ class AutodiffProvider(_Bindable, AutodiffBackend):
 
     def __init__(self, schedule: Schedule | str | None = None) -> None:
         AutodiffBackend.__init__(self)
-        self.schedule = None if schedule is None else get_schedule(schedule)
+        self.schedule = schedule
+
+    def overhead(self, order: int) -> float:
+        """One model evaluation per JVP pass (the paper's "additional overhead of 100 %" for TTM-2, sec. 5);
+        TTM-p nests JVPs of depth 1..p-1, counted ``p (p - 1) / 2`` passes (the core's convention)."""
+        return (order - 1) * order / 2.0
 
 
 class FiniteDifferenceProvider(_Bindable, FiniteDifferenceBackend):
@@ -283,7 +337,7 @@ class FiniteDifferenceProvider(_Bindable, FiniteDifferenceBackend):
 
     def __init__(self, schedule: Schedule | str | None = None, **options: Any) -> None:
         FiniteDifferenceBackend.__init__(self, **options)
-        self.schedule = None if schedule is None else get_schedule(schedule)
+        self.schedule = schedule
 
 
 class IdealPFBackend(_Bindable, CoefficientBackend):
@@ -301,7 +355,7 @@ class IdealPFBackend(_Bindable, CoefficientBackend):
 
     def __init__(self, schedule: Schedule | str | None = None) -> None:
         CoefficientBackend.__init__(self)
-        self.schedule = None if schedule is None else get_schedule(schedule)
+        self.schedule = schedule
 
     def coefficients(self, f, t, y, order, *, f0=None):
         order = validate_order(order)
@@ -325,10 +379,100 @@ class IdealPFBackend(_Bindable, CoefficientBackend):
         return coeffs
 
 
+class HeadProvider(DerivativeProvider):
+    """``derivative="head"``: the ``k ~ d eps/d gamma`` the network computed in its own forward pass.
+
+    The network returns ``(prediction, k)`` (a distilled head attached to it, GENIE sec. 3.1, Fig. 4);
+    the model boundary keeps ``k`` of the last evaluation, which is the evaluation of eps at this very
+    point.  With classifier-free guidance each branch's head saw its own branch's eps, and the
+    derivative is eq. (81): ``(1 + w) k_c - w k_u`` -- not the guided ODE's derivative (module docstring).
+    Only the first derivative (TTM order <= 2).  Cost: the network's declared ``overhead``.
+    """
+
+    name = "head"
+    max_derivative = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._boundary: Any = None
+
+    def attach(self, ctx: Any) -> None:
+        super().attach(ctx)
+        self._boundary = ctx.boundary
+
+    def overhead(self, order: int) -> float:
+        ov = getattr(getattr(self._boundary, "model", None), "overhead", None)
+        return float(ov or 0.0)
+
+    def eps_derivatives(self, f, gamma, xbar, eps, n):
+        b = self._boundary
+        if b is None:
+            raise TaylorSolveError("the 'head' provider is bound to a sampling run by sample(); it cannot be used alone")
+        last = b.last
+        if last.eps is not eps:
+            raise TaylorSolveError("internal: the 'head' provider must follow the evaluation of eps at the same point")
+        if last.aux is None:
+            raise TaylorSolveError(
+                "derivative='head' needs a model that returns (eps, k) with a derivative head "
+                "(e.g. images.heads.attach_head(model)); this model returned a single tensor"
+            )
+        self.counters.derivative_evals += 1
+        if b.guidance_scale is None:
+            return [last.aux]
+        w = float(b.guidance_scale)
+        k_c, k_u = last.aux
+        return [(1.0 + w) * k_c - w * k_u]                                    # eq. (81)
+
+
+class GuidedHeadsProvider(DerivativeProvider):
+    """Eq. (81) with two heads: ``(1 + w) head_c(x, t, eps_c) - w head_u(x, t, eps_u)``.
+
+    Each head is called with its own branch's eps (as it was distilled, Alg. 1); needs
+    ``sample(..., cond=..., guidance_scale=w)``.  Not the guided ODE's derivative (module docstring).
+    """
+
+    name = "guided_heads"
+    max_derivative = 1
+
+    def __init__(self, head_cond: Callable[..., torch.Tensor], head_uncond: Callable[..., torch.Tensor],
+                 overhead: float = 0.0) -> None:
+        super().__init__()
+        if not (callable(head_cond) and callable(head_uncond)):
+            raise TaylorSolveError("guided_heads needs two callables head(x, t, eps): (conditional, unconditional)")
+        self.head_cond, self.head_uncond = head_cond, head_uncond
+        self._overhead = float(overhead)
+        self._boundary: Any = None
+
+    def attach(self, ctx: Any) -> None:
+        super().attach(ctx)
+        self._boundary = ctx.boundary
+
+    def overhead(self, order: int) -> float:
+        return self._overhead
+
+    def eps_derivatives(self, f, gamma, xbar, eps, n):
+        b = self._boundary
+        if b is None or b.guidance_scale is None:
+            raise TaylorSolveError("a pair of guided heads (eq. (81)) needs sample(..., cond=..., guidance_scale=w)")
+        last = b.last
+        if last.eps is not eps or last.branches is None:
+            raise TaylorSolveError("internal: guided heads must follow the guided evaluation of eps at the same point")
+        x, t = self._x_t(xbar, gamma)
+        eps_c, eps_u = last.branches
+        k_c = self.head_cond(x, t, eps_c)
+        k_u = self.head_uncond(x, t, eps_u)
+        self.counters.derivative_evals += 2
+        for k in (k_c, k_u):
+            if not isinstance(k, torch.Tensor):
+                raise TaylorSolveError(f"a guided head must return a tensor, got {type(k).__name__}")
+        w = float(b.guidance_scale)
+        return [((1.0 + w) * k_c - w * k_u).to(xbar.dtype)]                  # eq. (81)
+
+
 ProviderSpec = Any
 
 #: names accepted by ``derivative=`` (besides provider instances and callables = learned heads)
-PROVIDER_NAMES = ("autodiff", "exact", "learned", "finite_difference", "ideal", "zero")
+PROVIDER_NAMES = ("autodiff", "exact", "learned", "finite_difference", "ideal", "zero", "head")
 
 
 def exact(fn: Callable[..., Sequence[torch.Tensor]], *, includes_eps: bool = False) -> ExactProvider:
@@ -362,11 +506,29 @@ def zero() -> ZeroProvider:
     return ZeroProvider()
 
 
-def get_provider(spec: ProviderSpec, schedule: Schedule | str | None = None) -> CoefficientBackend:
-    """Resolve ``derivative=``: ``None``/``"autodiff"``, ``"zero"``, ``"ideal"``, ``"finite_difference"``,
-    a provider / backend instance, or a callable ``head(x, t, eps)`` (wrapped by :func:`learned`).
+def head() -> HeadProvider:
+    """The derivative head computed inside the network's forward pass (``derivative="head"``)."""
+    return HeadProvider()
 
-    Providers that map ``gamma -> t`` are bound to ``schedule``.
+
+def guided_heads(head_cond: Callable[..., torch.Tensor], head_uncond: Callable[..., torch.Tensor],
+                 overhead: float = 0.0) -> GuidedHeadsProvider:
+    """Eq. (81)'s pair of heads, each called with its own branch's eps (``derivative=(head_c, head_u)``)."""
+    return GuidedHeadsProvider(head_cond, head_uncond, overhead)
+
+
+def provider_overhead(provider: CoefficientBackend, order: int) -> float:
+    """Cost of a provider's derivatives per TTM-``order`` step in model evaluations (0 if undeclared)."""
+    fn = getattr(provider, "overhead", None)
+    return float(fn(order)) if callable(fn) else 0.0
+
+
+def get_provider(spec: ProviderSpec, schedule: DiffusionProcess | Schedule | str | None = None) -> CoefficientBackend:
+    """Resolve ``derivative=``: ``None``/``"autodiff"``, ``"zero"``, ``"ideal"``, ``"finite_difference"``,
+    ``"head"``, a provider / backend instance, a callable ``head(x, t, eps)`` (wrapped by :func:`learned`)
+    or a pair of callables (eq. (81), :func:`guided_heads`).
+
+    Providers that map ``gamma -> t`` are bound to ``schedule`` (a process or a schedule).
     """
     if spec is None:
         spec = "autodiff"
@@ -379,6 +541,7 @@ def get_provider(spec: ProviderSpec, schedule: Schedule | str | None = None) -> 
             "ideal": ideal,
             "finite_difference": finite_difference,
             "fd": finite_difference,
+            "head": head,
         }
         if key not in table:
             raise TaylorSolveError(
@@ -389,6 +552,8 @@ def get_provider(spec: ProviderSpec, schedule: Schedule | str | None = None) -> 
         prov = table[key]()
     elif isinstance(spec, CoefficientBackend):
         prov = spec
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and all(callable(h) for h in spec):
+        prov = guided_heads(spec[0], spec[1])
     elif callable(spec):
         prov = learned(spec)
     else:

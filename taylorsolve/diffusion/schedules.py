@@ -37,6 +37,8 @@ __all__ = [
     "LinearVPSchedule",
     "CosineVPSchedule",
     "CustomSchedule",
+    "DiscreteVPSchedule",
+    "VESchedule",
     "get_schedule",
     "as_time_tensor",
     "is_tensor_like",
@@ -542,12 +544,212 @@ class CustomSchedule(Schedule):
         return out if isinstance(out, torch.Tensor) and out.dtype == _F64 else as_time_tensor(out)
 
 
+def _segment(knots_ascending: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Index ``k`` of the segment ``[knots[k], knots[k+1]]`` holding ``value`` (clamped to the ends).
+
+    Found on the detached value, so the piecewise-linear formulas built on it stay differentiable in
+    ``value`` (under autograd, ``torch.func`` transforms and Taylor-mode jets).
+    """
+    v = _primal(value).to(_F64)
+    idx = torch.searchsorted(knots_ascending, v.reshape(-1).contiguous(), right=True) - 1
+    idx = idx.clamp(0, knots_ascending.numel() - 2)
+    return idx.reshape(v.shape)
+
+
+class DiscreteVPSchedule(Schedule):
+    r"""VP schedule of a discrete-time model, from its table ``alphas_cumprod`` (``abar_n``, ``n = 0..N-1``).
+
+    Timestep ``n`` sits at ``t_n = (n + 1) / N`` with ``alpha_{t_n}^2 = abar_n``; between the knots
+    ``log alpha_t`` is linear in ``t`` (the continuous interpolation DPM-Solver uses for discrete
+    models, Lu et al. 2022, app. D), and on ``[0, 1/N]`` it runs linearly from ``log alpha_0 = 0``
+    (the data) to ``log alpha_{1/N}``, so that "one step past timestep 0" is ``alpha = 1``: the last
+    step of diffusers' ``DDIMScheduler`` with ``set_alpha_to_one=True``.  A model trained on the table
+    takes the continuous timestep ``t N - 1`` (:meth:`timestep`), which equals ``n`` at the knots.
+
+    ``gamma``, its inverse and ``dt/dgamma`` are closed forms per segment; ``beta(t) = -2 d log alpha/dt``
+    is piecewise constant.
+
+    Raises:
+        TaylorSolveError: ``alphas_cumprod`` not 1-D with at least 2 entries, not finite, outside
+            ``(0, 1)``, or not strictly decreasing.
+    """
+
+    name = "discrete"
+    variance_preserving = True
+
+    def __init__(self, alphas_cumprod: Any):
+        try:
+            abar = torch.as_tensor(alphas_cumprod).detach().to(device="cpu", dtype=_F64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TaylorSolveError(f"alphas_cumprod cannot be converted to a float64 tensor: {exc}") from exc
+        if abar.ndim != 1 or abar.numel() < 2:
+            raise TaylorSolveError(f"alphas_cumprod must be a 1-D table with at least 2 entries, got shape {tuple(abar.shape)}")
+        if not bool(torch.isfinite(abar).all()):
+            raise TaylorSolveError("alphas_cumprod contains NaN or Inf")
+        if bool((abar <= 0).any()) or bool((abar >= 1).any()):
+            i = int(torch.nonzero((abar <= 0) | (abar >= 1))[0])
+            raise TaylorSolveError(
+                f"alphas_cumprod must lie in (0, 1) (alpha_bar = 1 would mean no noise at a timestep); "
+                f"alphas_cumprod[{i}] = {float(abar[i])!r}"
+            )
+        d = torch.diff(abar)
+        if not bool((d < 0).all()):
+            i = int(torch.nonzero(d >= 0)[0])
+            raise TaylorSolveError(
+                f"alphas_cumprod must be strictly decreasing in (0, 1); it does not decrease between "
+                f"timestep {i} ({float(abar[i])!r}) and {i + 1} ({float(abar[i + 1])!r})"
+            )
+        self.alphas_cumprod = abar
+        self.num_timesteps = int(abar.numel())
+        n = self.num_timesteps
+        self._t_knots = torch.arange(n + 1, dtype=_F64) / n                         # 0, 1/N, ..., 1
+        self._la_knots = torch.cat([torch.zeros(1, dtype=_F64), 0.5 * torch.log(abar)])  # log alpha
+        self._neg_la = -self._la_knots                                               # ascending
+        self._slope = torch.diff(self._la_knots) * n                                 # d log alpha/dt per segment
+
+    def __repr__(self) -> str:
+        return f"DiscreteVPSchedule(num_timesteps={self.num_timesteps})"
+
+    # -- the time convention of discrete models ----------------------------------------------------
+    def timestep(self, t: Any) -> torch.Tensor:
+        """The model's continuous timestep ``t N - 1`` (``n`` at the knot ``t_n = (n + 1)/N``)."""
+        return as_time_tensor(t) * self.num_timesteps - 1.0
+
+    def t_of_timestep(self, n: Any) -> torch.Tensor:
+        """``t_n = (n + 1) / N`` for (integer or continuous) timesteps ``n``."""
+        return (as_time_tensor(n) + 1.0) / self.num_timesteps
+
+    # -- alpha, sigma --------------------------------------------------------------------------------
+    def log_alpha(self, t: Any) -> torch.Tensor:
+        """Piecewise-linear ``log alpha_t`` (see the class docstring)."""
+        t = as_time_tensor(t)
+        k = _segment(self._t_knots, t)
+        return self._la_knots[k] + self._slope[k] * (t - self._t_knots[k])
+
+    def alpha(self, t: Any) -> torch.Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t: Any) -> torch.Tensor:
+        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def gamma(self, t: Any) -> torch.Tensor:
+        return torch.sqrt(torch.expm1(-2.0 * self.log_alpha(t)))
+
+    def log_snr(self, t: Any) -> torch.Tensor:
+        return -0.5 * torch.log(torch.expm1(-2.0 * self.log_alpha(t)))
+
+    def t_from_gamma(self, gamma: Any) -> torch.Tensor:
+        gamma = as_time_tensor(gamma)
+        la = -0.5 * torch.log1p(gamma * gamma)
+        k = _segment(self._neg_la, -la)
+        return self._t_knots[k] + (la - self._la_knots[k]) / self._slope[k]
+
+    def t_from_log_snr(self, lam: Any) -> torch.Tensor:
+        return self.t_from_gamma(torch.exp(-as_time_tensor(lam)))
+
+    def dlog_alpha_dt(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return self._slope[_segment(self._t_knots, t)] + 0.0 * t
+
+    def dalpha_dt(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return self.alpha(t) * self.dlog_alpha_dt(t)
+
+    def dsigma_dt(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        a = self.alpha(t)
+        return -a * a * self.dlog_alpha_dt(t) / self.sigma(t)
+
+    def dgamma_dt(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return -self.dlog_alpha_dt(t) / (self.alpha(t) ** 2 * self.gamma(t))
+
+    def dt_dgamma(self, gamma: Any) -> torch.Tensor:
+        gamma = as_time_tensor(gamma)
+        t = self.t_from_gamma(gamma)
+        return -(1.0 / (1.0 + gamma * gamma)) * gamma / self.dlog_alpha_dt(t)
+
+    def g2(self, t: Any) -> torch.Tensor:
+        return self.beta(t)
+
+
+class VESchedule(Schedule):
+    r"""Variance-exploding schedule: ``alpha_t = 1``, ``sigma_t = sigma_min^(1 - t) sigma_max^t``.
+
+    The score-SDE VE process (Song et al. 2021) and the EDM noise levels (Karras et al. 2022) in the
+    package's time convention ``t in (0, 1]``; ``gamma_t = sigma_t`` is EDM's ``sigma``, so the
+    ``"edm"`` grid (uniform in ``gamma^(1/rho)``) is EDM's time discretisation.  The DDIM ODE is
+    ``dx / d sigma = eps`` (eq. (6) with ``xbar = x``); the prior is ``N(0, sigma_max^2 I)``.
+    """
+
+    name = "ve"
+    variance_preserving = False
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0.0 < sigma_min < sigma_max):
+            raise TaylorSolveError(f"VESchedule needs 0 < sigma_min < sigma_max (finite); got {sigma_min!r}, {sigma_max!r}")
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self._log_min = math.log(sigma_min)
+        self._log_ratio = math.log(sigma_max / sigma_min)
+
+    def __repr__(self) -> str:
+        return f"VESchedule(sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r})"
+
+    def alpha(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return torch.ones_like(t) + 0.0 * t
+
+    def sigma(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return torch.exp(self._log_min + self._log_ratio * t)
+
+    def gamma(self, t: Any) -> torch.Tensor:
+        return self.sigma(t)
+
+    def log_snr(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return -(self._log_min + self._log_ratio * t)
+
+    def t_from_gamma(self, gamma: Any) -> torch.Tensor:
+        gamma = as_time_tensor(gamma)
+        return (torch.log(gamma) - self._log_min) / self._log_ratio
+
+    def t_from_log_snr(self, lam: Any) -> torch.Tensor:
+        lam = as_time_tensor(lam)
+        return (-lam - self._log_min) / self._log_ratio
+
+    def dalpha_dt(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return 0.0 * t
+
+    def dlog_alpha_dt(self, t: Any) -> torch.Tensor:
+        t = as_time_tensor(t)
+        return 0.0 * t
+
+    def dsigma_dt(self, t: Any) -> torch.Tensor:
+        return self._log_ratio * self.sigma(t)
+
+    def dgamma_dt(self, t: Any) -> torch.Tensor:
+        return self.dsigma_dt(t)
+
+    def dt_dgamma(self, gamma: Any) -> torch.Tensor:
+        gamma = as_time_tensor(gamma)
+        return 1.0 / (self._log_ratio * gamma)
+
+    def g2(self, t: Any) -> torch.Tensor:
+        s = self.sigma(t)
+        return 2.0 * self._log_ratio * s * s
+
+
 _NAMES: dict[str, Callable[..., Schedule]] = {
     "linear": LinearVPSchedule,
     "linear_vp": LinearVPSchedule,
     "vp": LinearVPSchedule,
     "cosine": CosineVPSchedule,
     "cosine_vp": CosineVPSchedule,
+    "ve": VESchedule,
+    "edm": VESchedule,
 }
 
 
@@ -565,6 +767,6 @@ def get_schedule(name_or_obj: str | Schedule | None = None, **kwargs: Any) -> Sc
     if isinstance(name_or_obj, str) and name_or_obj.lower() in _NAMES:
         return _NAMES[name_or_obj.lower()](**kwargs)
     raise TaylorSolveError(
-        f"unknown schedule {name_or_obj!r}; use 'linear', 'cosine' or a Schedule instance "
+        f"unknown schedule {name_or_obj!r}; use 'linear', 'cosine', 've' or a Schedule instance "
         f"(e.g. CustomSchedule(alpha_fn, sigma_fn))"
     )
