@@ -377,6 +377,21 @@ class ModelBoundary:
         return eps
 
 
+    def book_primal(self, eps: torch.Tensor, x: torch.Tensor, t: Any) -> None:
+        """Count one evaluation whose eps came out as the primal of a JVP (the fused autodiff provider),
+        with the finiteness check a primal evaluation gets."""
+        t = as_time_tensor(t)
+        if not bool(torch.isfinite(eps).all()):
+            tval = _time_value(t)
+            n_bad = int((~torch.isfinite(eps)).sum())
+            raise SolverError(f"the model output has {n_bad} non-finite (NaN/Inf) entries at t = {tval:.6g}",
+                              step=self.step, time=tval)
+        st = self.stats
+        st.nfe += 1
+        st.model_calls += self.calls_per_eval
+        self.last = LastCall(x=x, t=t, eps=eps)
+
+
 def _time_value(t: torch.Tensor) -> float | None:
     try:
         return float(t.detach().reshape(-1)[0]) if t.numel() else None

@@ -71,6 +71,9 @@ class Sampler(abc.ABC):
         min_steps: fewest steps a budget may choose (F-PNDM: its 3 warm-up steps).
         exact_on_single_point: integrates the DDIM ODE of single-point data exactly (app. B.2);
             a conformance property checked by the tests.
+        variable_step_order: the global order on smoothly varying (non-uniform) grids when it is
+            lower than :attr:`order` (F-PNDM: its Adams-Bashforth weights assume equal steps, so the
+            step variation leaves an O(h^3) local error: order 2); ``None``: the declared order.
     """
 
     name: ClassVar[str] = ""
@@ -86,6 +89,7 @@ class Sampler(abc.ABC):
     nfe_rule: ClassVar[str] = "steps"
     min_steps: ClassVar[int] = 1
     exact_on_single_point: ClassVar[bool] = True
+    variable_step_order: ClassVar[int | None] = None
 
     def __init__(self, order: int | None = None, derivative: Any = None, **options: Any) -> None:
         cls = type(self)

@@ -212,3 +212,37 @@ def test_provider_is_a_core_backend_for_solve():
     sol_ad = taylorsolve.solve(rhs, XBAR, gam, order=2, backend=P.autodiff())
     assert torch.allclose(sol.ys, sol_ad.ys, rtol=1e-10, atol=1e-12)
     assert sol.stats.f_evals == 4 and sol.stats.derivative_evals == 4
+
+
+def test_fused_autodiff_is_second_order_with_one_jvp_per_step():
+    """derivative="autodiff_fused": eps from the JVP's primal, tangent from the previous step's prediction."""
+    import math
+
+    from taylorsolve.diffusion import sample
+
+    SCH_ = LinearVPSchedule()
+    M_, S_ = torch.tensor([0.5, -1.0], dtype=torch.float64), 0.5
+    calls = {"n": 0}
+
+    def eps(x, t):
+        calls["n"] += 1
+        a, s = SCH_.alpha(t), SCH_.sigma(t)
+        return s * (x - a * M_) / (a * a * S_ * S_ + s * s)
+
+    x1 = torch.tensor([[0.5, -0.1], [1.0, 2.0]], dtype=torch.float64)
+    g = lambda tt: SCH_.gamma(tt)  # noqa: E731
+    errs, diffs = [], []
+    for n in (16, 32, 64):
+        calls["n"] = 0
+        r = sample(eps, x1, n, method="genie", derivative="autodiff_fused", t_cutoff=0.01)
+        assert calls["n"] == n + 1            # one forward pass on the first step, then one JVP per step
+        assert r.stats.nfe == n and r.stats.jvp_passes == n
+        exact = sample(eps, x1, n, method="genie", t_cutoff=0.01)
+        g0, g1 = g(r.times[0]), g(r.times[-1])
+        u = (x1 * torch.sqrt(1 + g0 * g0) - M_) * torch.sqrt((S_ * S_ + g1 * g1) / (S_ * S_ + g0 * g0))
+        ref = (u + M_) / torch.sqrt(1 + g1 * g1)
+        errs.append(float((r.x - ref).abs().max()))
+        diffs.append(float((r.x - exact.x).abs().max()))
+    assert abs(math.log2(errs[-2] / errs[-1]) - 2) < 0.3, errs
+    assert all(d < e for d, e in zip(diffs, errs))      # the prediction's error is below the method's own
+    assert diffs[-1] > 0.0

@@ -75,6 +75,7 @@ class FPNDM(_PNDM):
     orders = (4,)
     nfe_rule = "4 min(N, 3) + max(N - 3, 0)"
     min_steps = 3
+    variable_step_order = 2
     n_warm, full = 3, True
 
     def nfe(self, steps: int) -> int:
