@@ -51,7 +51,6 @@ __all__ = [
     "ScalarProcess",
     "Coordinates",
     "VP",
-    "VE",
     "vp_linear",
     "vp_cosine",
     "vp_discrete",

@@ -58,7 +58,7 @@ from ..coefficients import RHS, CoefficientBackend
 from ..coefficients.autodiff import AutodiffBackend
 from ..coefficients.finite_difference import FiniteDifferenceBackend
 from ..errors import TaylorSolveError, check_rhs_output, validate_order
-from .processes import DiffusionProcess, ScalarProcess, get_process
+from .processes import DiffusionProcess, get_process
 from .schedules import Schedule, as_time_tensor, get_schedule
 
 __all__ = [

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 
 from ...coefficients import CoefficientBackend
 from ...stepping import check_coefficients, taylor_step
