@@ -181,7 +181,7 @@ def tiny_unet(add_attention: bool = True) -> torch.nn.Module:
         sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
         down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=8, add_attention=add_attention)
-    return unet.eval()
+    return unet.to(torch.float32).eval()   # explicit: another test module changes torch's default dtype
 
 
 # DDIMScheduler steps from timestep t to t - 1000 // N.  That is its own next timestep for "leading"
@@ -198,7 +198,7 @@ def test_ddim_on_scheduler_timesteps_equals_diffusers_ddim(spacing, offset, step
     scheduler = diffusers.DDIMScheduler(timestep_spacing=spacing, steps_offset=offset, clip_sample=False,
                                         set_alpha_to_one=True)
     scheduler.set_timesteps(steps)
-    x1 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x1 = torch.randn(2, 3, 8, 8, dtype=torch.float32, generator=torch.Generator().manual_seed(1))
     x = x1.clone()
     with torch.no_grad():
         for t in scheduler.timesteps:
@@ -217,7 +217,7 @@ def test_every_registered_sampler_runs_on_a_diffusers_unet():
     diffusers' attention (SDPA has no forward AD; with the math kernel, group_norm's forward AD rejects the
     non-contiguous tangent) and nested forward AD (TTM-3) through SiLU (silu_backward has none)."""
     unet = tiny_unet(add_attention=False)
-    x1 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x1 = torch.randn(2, 3, 8, 8, dtype=torch.float32, generator=torch.Generator().manual_seed(1))
 
     class Counting(torch.nn.Module):
         def __init__(self, net):
