@@ -63,8 +63,8 @@ def test_phi_functions():
 
 @pytest.mark.parametrize("h", [0.05, 0.4, 1.5, -0.3])
 def test_weights_integrate_polynomial_data_predictions_exactly(h):
-    """Eq. (3) is the order condition: with rho from (3), B(h) (m_0 + sum rho_k D_k) equals the exact
-    integral gamma' int e^lambda x0(lambda) d lambda of eq. (1) for x0 a polynomial of degree <= K in lambda."""
+    """(U3) is the order condition: with rho from (U3), B(h) (m_0 + sum rho_k D_k) equals the exact
+    integral gamma' int e^lambda x0(lambda) d lambda of (U1) for x0 a polynomial of degree <= K in lambda."""
     from scipy.integrate import quad
 
     rng = np.random.default_rng(1)
@@ -83,7 +83,7 @@ def test_weights_integrate_polynomial_data_predictions_exactly(h):
 
 
 def test_weights_tend_to_the_simplified_values():
-    """UniP-2 / UniC-1 use rho = 1/2 (paper code, diffusers): the h -> 0 limit of eq. (3)."""
+    """UniP-2 / UniC-1 use rho = 1/2 (paper code, diffusers): the h -> 0 limit of (U3)."""
     assert unipc_weights([1.0], 1e-6)[0] == pytest.approx(0.5, abs=1e-6)
     assert unipc_weights([-1.0], 1e-6)[0] == pytest.approx(0.5, abs=1e-6)
     assert abs(unipc_weights([1.0], 1.0)[0] - 0.5) > 1e-2

@@ -1,42 +1,46 @@
 r"""UniPC (Zhao, Bai, Rao, Zhou & Lu, NeurIPS 2023, arXiv:2302.04867): the multistep predictor-corrector
 with data prediction and ``B(h) = e^h - 1`` ("bh2"), on the DDIM ODE in ``(xbar, gamma)``.
 
+Equations (U1)-(U4) are this module's; ``eq. (n)`` is the GENIE paper; the UniPC paper is cited by
+theorem and corollary.
+
 **The exact step** (variation of constants).  With the data prediction ``x0 = xbar - gamma eps`` the
 DDIM ODE ``d xbar / d gamma = eps`` (eq. (6)) reads ``d xbar / d gamma = (xbar - x0) / gamma``, i.e.
 ``d (xbar / gamma) / d gamma = -x0 / gamma^2``.  In ``lambda = -log gamma`` (half the log-SNR) and with
 ``h = lambda_{n+1} - lambda_n = log(gamma_n / gamma_{n+1})``:
 
     xbar_{n+1} = e^{-h} xbar_n + gamma_{n+1} int_{lambda_n}^{lambda_{n+1}} e^{lambda} x0(lambda) d lambda
-               = e^{-h} xbar_n + sum_{k>=0} h^{k+1} phi_{k+1}(-h) x0^{(k)}(lambda_n),              (1)
+               = e^{-h} xbar_n + sum_{k>=0} h^{k+1} phi_{k+1}(-h) x0^{(k)}(lambda_n),              (U1)
 
 ``phi_k(z) = sum_{m>=0} z^m / (m + k)!`` (``h phi_1(-h) = 1 - e^{-h}``).  This is DPM-Solver++'s
 update divided by ``alpha_{n+1}`` (``sigma_{n+1} / (alpha_{n+1} sigma_n) x_n = e^{-h} xbar_n``); the
-UniPC paper writes it for ``x``.  Truncating (1) after ``k = 0`` is DDIM.
+UniPC paper writes it for ``x``.  Truncating (U1) after ``k = 0`` is DDIM.
 
-**UniP-p, the predictor** (UniPC paper, sec. 3.2, Corollary 3.2: order ``p``).  With the data
+**UniP-p, the predictor** (UniPC paper, Corollary 3.2: order ``p``).  With the data
 predictions ``m_j`` at the last ``p`` nodes (``m_0`` the newest), ``r_k = (lambda_{n-k} - lambda_n) / h``
 and ``D_k = (m_k - m_0) / r_k``,
 
-    xbar_{n+1} = e^{-h} xbar_n + B(h) (m_0 + sum_{k=1}^{p-1} rho_k D_k),   B(h) = 1 - e^{-h},      (2)
+    xbar_{n+1} = e^{-h} xbar_n + B(h) (m_0 + sum_{k=1}^{p-1} rho_k D_k),   B(h) = 1 - e^{-h},      (U2)
 
-where ``rho`` solves the Vandermonde system that matches (2) to (1) up to ``x0^{(p-1)}``
+where ``rho`` solves the Vandermonde system that matches (U2) to (U1) up to ``x0^{(p-1)}``
 (insert ``D_k = sum_{j>=1} x0^{(j)} r_k^{j-1} h^j / j!``):
 
-    sum_k rho_k r_k^{i-1} = i! h phi_{i+1}(-h) / B(h),   i = 1 .. p - 1.                          (3)
+    sum_k rho_k r_k^{i-1} = i! h phi_{i+1}(-h) / B(h),   i = 1 .. p - 1.                          (U3)
 
-``B(h)`` is the normalisation the paper leaves free (``B(h) = O(h)``); bh2 takes ``e^{hh} - 1`` in the
-paper's ``hh = -h`` of data prediction, i.e. ``B(h) = 1 - e^{-h}`` here, so that the first-order part
-is exactly DDIM.  For ``p = 2`` the paper's code (and diffusers) uses ``rho_1 = 1/2`` instead of (3)
-(the limit ``h -> 0``; still second order); then UniP-2 *is* DPM-Solver++(2M) (``rho_1 D_1 =
-(m_0 - m_1) / (2 r)``, ``r = h_{n-1} / h_n``), and UniP-1 is DDIM.
+``B(h)`` is a free normalisation of size ``O(h)`` (bh1: ``hh``, bh2: ``e^{hh} - 1`` in the paper's
+``hh = -h`` of data prediction); bh2 is ``B(h) = 1 - e^{-h}`` here, the coefficient of DDIM's step.
+``B(h) rho`` does not depend on it, so it only matters where ``rho`` is not solved from (U3): UniP-2
+and UniC-1 (below) take ``rho_1 = 1/2`` in the paper's code and in diffusers (the limit ``h -> 0``;
+the order is kept).  So UniP-2 *is* DPM-Solver++(2M) (``rho_1 D_1 = (m_0 - m_1) / (2 r)``,
+``r = h_{n-1} / h_n``), and UniP-1 is DDIM.
 
-**UniC-p, the corrector** (sec. 3.1, Theorem 3.1: order ``p + 1``).  After the predictor reached
+**UniC-p, the corrector** (UniPC paper, Theorem 3.1: order ``p + 1``).  After the predictor reached
 ``xbar_{n+1}``, the next step evaluates ``m_new = x0(xbar_{n+1}, gamma_{n+1})`` anyway; UniC-p re-does
 step ``n`` with that value as one more node (``r = 1``, ``D_new = m_new - m_0``):
 
-    xbar^c_{n+1} = e^{-h} xbar^c_n + B(h) (m_0 + sum_{k=1}^{p-1} rho^c_k D_k + rho^c_p D_new),     (4)
+    xbar^c_{n+1} = e^{-h} xbar^c_n + B(h) (m_0 + sum_{k=1}^{p-1} rho^c_k D_k + rho^c_p D_new),     (U4)
 
-``rho^c`` solving (3) for ``i = 1 .. p`` on the nodes ``r_1 .. r_{p-1}, 1`` (``p = 1``: ``rho^c = 1/2``, as
+``rho^c`` solving (U3) for ``i = 1 .. p`` on the nodes ``r_1 .. r_{p-1}, 1`` (``p = 1``: ``rho^c = 1/2``, as
 in the paper's code and diffusers).  The next predictor starts from ``xbar^c_{n+1}`` but keeps
 ``m_new``, evaluated at the *uncorrected* point: the corrector costs no evaluation, **NFE = steps**.
 No corrector follows the final step (its evaluation would be an extra NFE); with ``denoise=True`` the
@@ -47,9 +51,10 @@ corrected state of node ``n`` exists inside step ``n``.
 **Orders.**  ``order=p`` is diffusers' ``solver_order``; the corrector raises the accuracy to ``p + 1``
 (:attr:`UniPC.accuracy_order`; ``p`` with ``disable_corrector=True``).  The first steps warm up with the
 orders the history allows (``min(p, n + 1)``), the corrector of node ``n + 1`` uses the predictor order
-of step ``n``.  Default ``p = 2``: diffusers' default, which its documentation and the paper recommend
-for guided sampling (the corrector's extrapolation is less robust under large guidance scales);
-``p = 3`` is their recommendation for unconditional sampling.
+of step ``n``.  Default ``p = 2``: diffusers' default (so ``method="unipc"`` is a default
+``UniPCMultistepScheduler``), which its documentation recommends for guided sampling; it recommends
+``p = 3`` for unconditional sampling (here UniPC-3 is the most accurate method of
+``benchmarks/diffusers_peers.py`` at 25 steps on a log-SNR grid).
 
 Options:
     lower_order_final: default False (diffusers: True).  The last step first order, the one before at
@@ -97,7 +102,7 @@ def phi(k: int, z: float) -> float:
 
 
 def unipc_weights(rks: Sequence[float], h: float) -> np.ndarray:
-    """``rho`` of eq. (3): ``sum_k rho_k r_k^(i-1) = i! h phi_{i+1}(-h) / B(h)``, ``i = 1..len(rks)``, bh2."""
+    """``rho`` of eq. (U3): ``sum_k rho_k r_k^(i-1) = i! h phi_{i+1}(-h) / B(h)``, ``i = 1..len(rks)``, bh2."""
     K = len(rks)
     B = -math.expm1(-h)
     b = np.array([math.factorial(i) * h * phi(i + 1, -h) / B for i in range(1, K + 1)])
@@ -154,7 +159,7 @@ class UniPC(MultistepMixin, Sampler):
     @staticmethod
     def _update(ctx, y0: torch.Tensor, lam0: float, lam1: float, m0: torch.Tensor,
                 nodes: list[tuple[float, torch.Tensor]], rho: Sequence[float] | None) -> torch.Tensor:
-        """``e^{-h} y0 + B(h) (m0 + sum_k rho_k (m_k - m0) / r_k)`` (eq. (2) / (4)); ``nodes``: ``(lambda_k, m_k)``."""
+        """``e^{-h} y0 + B(h) (m0 + sum_k rho_k (m_k - m0) / r_k)`` (eq. (U2) / (U4)); ``nodes``: ``(lambda_k, m_k)``."""
         c = ctx.c
         h = lam1 - lam0
         acc = m0
@@ -170,7 +175,7 @@ class UniPC(MultistepMixin, Sampler):
         e = ctx.eps_node(y, n) if eps0 is None else eps0
         m = y - ctx.c(g, y) * e                                       # data prediction at the predicted state
 
-        # UniC-q: re-do the previous step with m as one more node (r = 1), eq. (4)
+        # UniC-q: re-do the previous step with m as one more node (r = 1), eq. (U4)
         if self.base is not None and self._corrects(n):
             q = self.base_order
             lam0, m0 = self.hist[0]
@@ -185,7 +190,7 @@ class UniPC(MultistepMixin, Sampler):
         del self.hist[self.order:]
         p = self.lowered_order(ctx, n, min(self.order, len(self.hist)))
 
-        # UniP-p, eq. (2)
+        # UniP-p, eq. (U2)
         older = self.hist[1:p]
         if p == 1:
             rho = None
