@@ -41,6 +41,8 @@ class RunContext:
             boundary (counted eps) and the statistics.
         t: float64 grid of diffusion times ``t_0 .. t_N``; ``s``: the same nodes in solver time.
         afs: whether the first step is the analytical first step.
+        denoise: whether the final denoising step (:func:`denoise`, a first-order step to ``gamma = 0``)
+            follows the last grid step; multistep units count it as their final step (``lower_order_final``).
         generator: random numbers for stochastic units.
     """
 
@@ -52,6 +54,7 @@ class RunContext:
     s: torch.Tensor
     afs: bool = False
     generator: torch.Generator | None = None
+    denoise: bool = False
     _rhs: Any = field(default=None, repr=False)
 
     @property

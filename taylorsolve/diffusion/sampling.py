@@ -310,7 +310,8 @@ def sample(
     coords = proc.coordinates(sampler.coordinates)
     with torch.no_grad(), _Timer(stats):
         ctx = RunContext(process=proc, coords=coords, boundary=boundary, stats=stats, t=times,
-                         s=coords.s_of_t(times), afs=bool(afs), generator=generator)
+                         s=coords.s_of_t(times), afs=bool(afs), generator=generator,
+                         denoise=bool(denoise))
         states = integrate(sampler, ctx, x1)
         x = states[-1]
         if denoise:

@@ -16,7 +16,7 @@ records that analytic value as its first entry.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 from ...coefficients import CoefficientBackend
@@ -140,15 +140,49 @@ class TTMProbabilityFlow(TaylorSampler):
 
 
 class MultistepMixin:
-    """``lower_order_final``: with fewer than 15 steps, the last step is first order and the one before
-    at most second order (diffusers' rule for its multistep schedulers)."""
+    """The option ``lower_order_final`` of the multistep units (default off), diffusers' rule.
+
+    diffusers' multistep schedulers (``DPMSolverMultistepScheduler``, ``DEISMultistepScheduler``,
+    ``UniPCMultistepScheduler``) take ``N`` steps for ``N`` timesteps, the last one to
+    ``final_sigmas_type``: ``"sigma_min"`` (timestep 0's noise level; DEIS always) or ``"zero"``
+    (``gamma = 0``; the default of DPM-Solver++ and UniPC).  A step to ``gamma = 0`` is forced to first
+    order, and a first-order step to ``gamma = 0`` *is* the final denoising step
+    ``x_0 = xbar - gamma eps`` (``h = inf`` in ``lambda``).  So here the steps are counted as
+
+        total = (grid steps) + (1 if denoise=True),
+
+    the denoising step being the final, first-order one, and with ``lower_order_final=True``:
+
+    * the last step (``n = total - 1``, a grid step only without ``denoise``) is first order,
+    * the one before (``n = total - 2``) at most second order,
+
+    and only while ``total < lower_order_final_below`` (15, diffusers' DPM-Solver and DEIS; ``None``
+    for UniPC, whose scheduler and reference code lower the final orders at any ``N``).  Thus
+    ``sample(..., grid=scheduler.timesteps, denoise=True, lower_order_final=True)`` runs diffusers'
+    orders for ``final_sigmas_type="zero"`` and ``sample(..., grid=cat(timesteps, [0]))`` those for
+    ``"sigma_min"``.  Not offered: DPM-Solver's ``euler_at_final`` (first order at the last step for
+    any ``N``); with ``denoise=True`` the last step is first order anyway.
+    """
+
+    #: lower the final orders only when the run has fewer steps than this (``None``: always)
+    lower_order_final_below: ClassVar[int | None] = 15
+
+    @staticmethod
+    def total_steps(ctx) -> int:
+        """Steps of the run, the final denoising step included (``ctx.denoise``)."""
+        return int(ctx.steps) + int(bool(getattr(ctx, "denoise", False)))
 
     def lowered_order(self, ctx, n: int, order: int) -> int:
-        if not self.opts.get("lower_order_final") or ctx.steps >= 15:
+        if not self.opts.get("lower_order_final"):
             return order
-        if n == ctx.steps - 1:
+        total = self.total_steps(ctx)
+        below = type(self).lower_order_final_below
+        if below is not None and total >= below:
+            return order
+        left = total - n                      # steps left, this one included
+        if left <= 1:
             return 1
-        if n == ctx.steps - 2:
+        if left == 2:
             return min(order, 2)
         return order
 
