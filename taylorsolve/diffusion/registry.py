@@ -128,6 +128,11 @@ class Sampler(abc.ABC):
     def validate(self) -> None:
         """Check :attr:`opts` (subclasses raise :class:`TaylorSolveError` naming a bad option)."""
 
+    @property
+    def accuracy_order(self) -> int:
+        """The global order of accuracy on smooth problems (a corrector may raise it above :attr:`order`)."""
+        return self.order
+
     # -- cost ---------------------------------------------------------------------------------------------
     def nfe(self, steps: int) -> int:
         """Model evaluations of ``steps`` steps before the knobs (AFS saves one, denoising adds one)."""
