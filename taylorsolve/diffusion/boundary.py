@@ -37,6 +37,7 @@ import torch
 
 from ..errors import SolverError, TaylorSolveError
 from .cost import SampleStats
+from .forward_ad import is_transformed, math_attention
 from .parameterization import PARAMETERIZATIONS, broadcast_to_x
 from .processes import DiffusionProcess, ScalarProcess, get_process, vp_discrete
 from .schedules import DiscreteVPSchedule, as_time_tensor
@@ -56,19 +57,6 @@ MODEL_PARAMETERIZATIONS = PARAMETERIZATIONS + ("edm",)
 #: what a network may take as its time input
 TIME_CONVENTIONS = ("continuous", "discrete", "sigma")
 _T_SHAPES = ("auto", "scalar", "batch")
-
-try:  # functorch-wrapped (dual / batched) tensors appear inside torch.func.jvp
-    from torch._C._functorch import is_functorch_wrapped_tensor as _is_wrapped
-except Exception:  # pragma: no cover - very old / very new torch
-
-    def _is_wrapped(x: torch.Tensor) -> bool:  # type: ignore[misc]
-        return False
-
-
-def is_transformed(*tensors: Any) -> bool:
-    """Whether any argument is a tensor being traced by a ``torch.func`` transform (e.g. a JVP)."""
-    return any(isinstance(a, torch.Tensor) and _is_wrapped(a) for a in tensors)
-
 
 def _module_dtype(net: Any) -> torch.dtype | None:
     if isinstance(net, torch.nn.Module):
@@ -138,6 +126,8 @@ class DiffusionModel:
                 raise TaylorSolveError(f"overhead must be a finite fraction >= 0 (0.05 for 5 %), got {overhead!r}")
             overhead = ov
         self.net = net
+        #: the ``torch.nn.Module`` behind ``net`` (for forward-AD work-arounds and dtype), if any
+        self.module = net if isinstance(net, torch.nn.Module) else None
         self.parameterization = parameterization
         self.time = time
         self.t_shape = ("batch" if isinstance(net, torch.nn.Module) else "scalar") if t_shape == "auto" else t_shape
@@ -221,7 +211,7 @@ def from_diffusers(unet: Any, scheduler: Any, *, round_timesteps: bool = False, 
         return getattr(out, "sample", out)
 
     net.__name__ = type(unet).__name__
-    return DiffusionModel(
+    model = DiffusionModel(
         net,
         parameterization=mapping[pred],
         time="discrete",
@@ -232,6 +222,8 @@ def from_diffusers(unet: Any, scheduler: Any, *, round_timesteps: bool = False, 
         overhead=overhead,
         name=type(unet).__name__,
     )
+    model.module = unet if isinstance(unet, torch.nn.Module) else None
+    return model
 
 
 def from_edm(denoiser: Callable[..., Any], process: Any = "edm", *, t_shape: str = "auto",
@@ -294,11 +286,12 @@ class ModelBoundary:
     # -- one network call ------------------------------------------------------------------------------
     def _call_net(self, x_in: torch.Tensor, t_in: torch.Tensor, cond: Any) -> Any:
         net = self.model.net
-        if cond is None:
-            return net(x_in, t_in)
-        if isinstance(cond, dict):
-            return net(x_in, t_in, **cond)
-        return net(x_in, t_in, cond)
+        args = () if cond is None or isinstance(cond, dict) else (cond,)
+        kwargs = cond if isinstance(cond, dict) else {}
+        if is_transformed(x_in, t_in):  # fused attention kernels have no forward-mode AD (forward_ad.py)
+            with math_attention():
+                return net(x_in, t_in, *args, **kwargs)
+        return net(x_in, t_in, *args, **kwargs)
 
     def _branch(self, x: torch.Tensor, t: torch.Tensor, cond: Any, transformed: bool) -> tuple[torch.Tensor, Any]:
         """eps (state dtype) and the head output (or None) of one conditioning branch."""

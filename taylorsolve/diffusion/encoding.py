@@ -17,6 +17,7 @@ import torch
 
 from ..errors import TaylorSolveError
 from .cost import _Timer
+from .forward_ad import forward_ad_safe
 from .loop import RunContext, integrate
 from .sampling import SampleResult, _overhead, build_run, resolve_times, sample
 from .schedules import Schedule
@@ -74,7 +75,7 @@ def encode(
         alpha, sigma = proc.marginal_params(t0)  # eq. (1)
         x = alpha.to(x.dtype) * x + sigma.to(x.dtype) * noise
     coords = proc.coordinates(sampler.coordinates)
-    with torch.no_grad(), _Timer(stats):
+    with torch.no_grad(), forward_ad_safe(dm.module), _Timer(stats):
         ctx = RunContext(process=proc, coords=coords, boundary=boundary, stats=stats, t=times,
                          s=coords.s_of_t(times), afs=False, generator=generator)
         states = integrate(sampler, ctx, x)

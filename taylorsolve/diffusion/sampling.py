@@ -27,6 +27,7 @@ import torch
 from ..errors import TaylorSolveError
 from .boundary import DiffusionModel, ModelBoundary
 from .cost import SampleStats, _Timer, overhead_adjusted_nfe
+from .forward_ad import forward_ad_safe
 from .grids import time_grid, validate_diffusion_grid
 from .loop import RunContext, denoise, integrate
 from .processes import DiffusionProcess, get_process
@@ -308,7 +309,7 @@ def sample(
     stats.eval_budget = eval_budget
     stats.overhead = ov
     coords = proc.coordinates(sampler.coordinates)
-    with torch.no_grad(), _Timer(stats):
+    with torch.no_grad(), forward_ad_safe(dm.module), _Timer(stats):
         ctx = RunContext(process=proc, coords=coords, boundary=boundary, stats=stats, t=times,
                          s=coords.s_of_t(times), afs=bool(afs), generator=generator,
                          denoise=bool(denoise))

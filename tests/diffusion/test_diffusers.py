@@ -184,6 +184,35 @@ def tiny_unet(add_attention: bool = True) -> torch.nn.Module:
     return unet.to(torch.float32).eval()   # explicit: another test module changes torch's default dtype
 
 
+def test_genie_autodiff_through_diffusers_attention_matches_a_finite_difference():
+    """d eps/d gamma along the DDIM ODE by one JVP through a UNet2DModel with attention (forward_ad.py)."""
+    from taylorsolve.diffusion.forward_ad import forward_ad_safe
+
+    unet = tiny_unet(add_attention=True)
+    model = from_diffusers(unet, diffusers.DDIMScheduler())
+    x1 = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    r = sample(model, x1, 3, method="genie")                         # runs: JVPs through attention
+    assert bool(torch.isfinite(r.x).all()) and r.stats.jvp_passes == 3
+    proc = model.process
+    t = torch.tensor(0.5, dtype=torch.float64)
+    g = proc.schedule.gamma(t)
+
+    def eps(x, tt):
+        tb = (proc.schedule.timestep(tt) * torch.ones(x.shape[0], dtype=torch.float64)).float()
+        return unet(x.float(), tb).sample.double()
+
+    e = eps(x1, t)
+    dx = e / torch.sqrt(1 + g * g) - g * x1 / (1 + g * g)             # eq. (11)
+    dt = proc.schedule.dt_dgamma(g)
+    with torch.no_grad(), forward_ad_safe(unet):
+        from taylorsolve.diffusion.forward_ad import math_attention
+        with math_attention():
+            jvp = torch.func.jvp(eps, (x1, t), (dx, dt))[1]
+        h = 1e-3
+        fd = (eps(x1 + h * dx, t + h * dt) - eps(x1 - h * dx, t - h * dt)) / (2 * h)
+    assert float((jvp - fd).abs().max()) < 2e-2 * float(fd.abs().max())
+
+
 # DDIMScheduler steps from timestep t to t - 1000 // N.  That is its own next timestep for "leading"
 # spacing (any N, any steps_offset) and for "trailing" when N divides 1000; "linspace" (and "trailing"
 # otherwise) step to a timestep it never evaluates, so no ODE grid reproduces them.
@@ -212,11 +241,11 @@ def test_ddim_on_scheduler_timesteps_equals_diffusers_ddim(spacing, offset, step
 
 
 def test_every_registered_sampler_runs_on_a_diffusers_unet():
-    """NFE accounting and a finite float32 sample for every method.  The network has no mid-block attention
-    and ``ttm`` runs at order 2: on torch 2.13 CPU forward-mode AD (GENIE's derivative) fails inside
-    diffusers' attention (SDPA has no forward AD; with the math kernel, group_norm's forward AD rejects the
-    non-contiguous tangent) and nested forward AD (TTM-3) through SiLU (silu_backward has none)."""
-    unet = tiny_unet(add_attention=False)
+    """NFE accounting and a finite float32 sample for every method, on a network with mid-block attention
+    (GENIE's JVPs pass through it thanks to taylorsolve.diffusion.forward_ad: the math SDPA kernel and
+    contiguous group_norm inputs under transforms).  ``ttm`` runs at order 2: nested forward AD (TTM-3)
+    through diffusers' SiLU fails on torch 2.13 (silu_backward has no forward-mode formula)."""
+    unet = tiny_unet(add_attention=True)
     x1 = torch.randn(2, 3, 8, 8, dtype=torch.float32, generator=torch.Generator().manual_seed(1))
 
     class Counting(torch.nn.Module):
