@@ -5,18 +5,22 @@ One step of the p-th truncated Taylor method (TTM-p) from ``(t_n, y_n)`` with ``
     y_{n+1} = sum_{k=0}^{p} c_k h^k,    c_k = y^(k)(t_n) / k!,
 
 evaluated by Horner's rule.  TTM-1 is Euler's method (on the DDIM ODE: DDIM, eq. (6)); TTM-2 on the
-DDIM ODE is GENIE (eq. (9)).  The coefficients come from a backend (:mod:`taylorsolve.coefficients`).
+DDIM ODE is GENIE (eq. (9)).  The coefficients come from a backend (:mod:`taylorsolve.coefficients`);
+with the ``taylor_mode`` backend on long grids the whole loop runs compiled
+(:mod:`taylorsolve.coefficients.compiled`).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from .coefficients import RHS, CoefficientBackend
 from .coefficients.autodiff import horner
-from .errors import TaylorSolveError, check_finite
+from .errors import SolverError, TaylorSolveError, check_finite
 from .solution import SolveStats, Solution
 
 __all__ = ["taylor_step", "solve_fixed", "check_coefficients"]
@@ -31,7 +35,9 @@ def check_coefficients(coeffs: list[torch.Tensor], order: int, y: torch.Tensor, 
             raise TaylorSolveError(
                 f"Taylor coefficient c_{k} has shape {tuple(c.shape)}, the state has {tuple(y.shape)}"
             )
-        check_finite(c, what=f"Taylor coefficient c_{k}", step=step, time=time_)
+    bad = [k for k, c in enumerate(coeffs) if not bool(torch.isfinite(c).all())]
+    if bad:
+        check_finite(coeffs[bad[0]], what=f"Taylor coefficient c_{bad[0]}", step=step, time=time_)
 
 
 def taylor_step(coeffs: list[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
@@ -49,10 +55,18 @@ def solve_fixed(
     check_nonfinite: bool = True,
     dense: bool = False,
     progress: bool = False,
+    event_ndim: int | None = None,
 ) -> Solution:
     """Step TTM-``order`` along the validated grid ``t``; see :func:`taylorsolve.solve`."""
     backend.reset()
     start = time.perf_counter()
+    want = getattr(backend, "compile_mode", None)
+    note = ""
+    if want is not None and want("fixed", steps=len(t) - 1):
+        nd = (1 if y0.ndim >= 1 else 0) if event_ndim is None else event_ndim
+        plan, note = backend.compiled_plan(f, t[0], y0, nd)
+        if plan is not None:
+            return _compiled_fixed(plan[0], f, y0, t, order, backend, check=check_nonfinite, dense=dense, start=start)
     ys = [y0]
     y = y0
     dense_coeffs: list[torch.Tensor] | None = [] if dense else None
@@ -73,7 +87,49 @@ def solve_fixed(
         if dense_coeffs is not None:
             dense_coeffs.append(torch.stack([c.detach() for c in coeffs]))
     stats = _stats(backend, steps=len(t) - 1, order=order, start=start)
-    return Solution(t=t, ys=torch.stack(ys), stats=stats, step_coefficients=dense_coeffs)
+    stats.notes = note
+    return Solution(t=t, ys=torch.stack(ys), stats=stats, coefficients=dense_coeffs)
+
+
+def _compiled_fixed(plan: Any, f: RHS, y0: torch.Tensor, t: torch.Tensor, order: int, backend: CoefficientBackend, *,
+                    check: bool, dense: bool, start: float) -> Solution:
+    ns = plan.n_state
+    N = len(t) - 1
+    B = y0.numel() // ns
+    npd = plan.np_dtype
+    grid = np.ascontiguousarray(t.detach().cpu().double().numpy())
+    yb = np.ascontiguousarray(y0.detach().reshape(B, ns).cpu().numpy().astype(npd))
+    if B == 1:
+        ctime = plan.ensure("coef1", "fixed1")
+        U = plan.work(order)
+        ys = np.zeros((N + 1, ns), dtype=npd)
+        ys[0] = yb[0]
+        cs = np.zeros((N if dense else 1, order + 1, ns), dtype=npd)
+        n, status = plan.module.fixed1(grid, yb[0].copy(), order, 0, U, ys, cs, dense, check, plan.K)
+        bad = ""
+    else:
+        ctime = plan.ensure("coefB", "fixedB")
+        U = plan.work(order, B)
+        ys = np.zeros((N + 1, B, ns), dtype=npd)
+        ys[0] = yb
+        cs = np.zeros((N if dense else 1, order + 1, B, ns), dtype=npd)
+        badm = np.zeros(1, dtype=np.int64)
+        n, status = plan.module.fixedB(grid, yb.copy(), order, 0, U, ys, cs, dense, check, badm, plan.K)
+        bad = f" (batch member {int(badm[0])})"
+    if status:
+        what = "a Taylor coefficient" if status == 4 else "the state"
+        raise SolverError(f"{what} has non-finite (NaN/Inf) entries{bad} at step {n} (t = {grid[n]:.6g})",
+                          step=n, time=float(grid[n]))
+    backend.counters.f_evals += N
+    backend.counters.derivative_evals += N if order > 1 else 0
+    stats = _stats(backend, steps=N, order=order, start=start)
+    stats.compile_time, stats.compiled = ctime, True
+    ys_t = torch.from_numpy(ys).reshape(N + 1, *y0.shape)
+    coeffs = None
+    if dense:
+        c = torch.from_numpy(cs)
+        coeffs = c.reshape(N, order + 1, *y0.shape)
+    return Solution(t=t, ys=ys_t, stats=stats, coefficients=coeffs)
 
 
 def _stats(backend: CoefficientBackend, *, steps: int, order: int, start: float, **extra: Any) -> SolveStats:
@@ -89,4 +145,3 @@ def _stats(backend: CoefficientBackend, *, steps: int, order: int, start: float,
         accepted_steps=steps,
         **extra,
     )
-

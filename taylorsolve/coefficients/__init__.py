@@ -23,7 +23,7 @@ __all__ = [
 
 # Built-in backend modules register themselves on import.  They are imported lazily so that, e.g.,
 # SymPy is not imported by users who never ask for the symbolic backend.
-_BUILTIN_MODULES = ("autodiff", "supplied", "finite_difference", "symbolic", "taylor_mode")
+_BUILTIN_MODULES = ("autodiff", "supplied", "finite_difference", "symbolic", "taylor_mode", "auto")
 _loaded = False
 
 
