@@ -242,9 +242,21 @@ class ObjectArray(TensorLike):
     # ---- the dispatch table ----------------------------------------------------------------------
     @classmethod
     def _build_table(cls) -> None:
-        impls = {name: _adapt(cls, fn) for name, fn in _generic_impls().items()}
-        impls.update(cls._extra_impls())
-        cls._table = dispatch_table(cls.backend_name, impls, lambda op: _elementwise(cls, op))
+        """Build the dispatch table from :mod:`taylorsolve._ops` (and again whenever the table changes)."""
+        from ._ops import on_change
+
+        def build() -> None:
+            impls = {name: _adapt(cls, fn) for name, fn in _generic_impls().items()}
+            impls.update(cls._extra_impls())
+            cls._table = dispatch_table(cls.backend_name, impls, lambda op: _elementwise(cls, op))
+            cls._on_rebuild()
+
+        build()
+        on_change(build)
+
+    @classmethod
+    def _on_rebuild(cls) -> None:
+        """Hook after the table was (re)built."""
 
     @classmethod
     def _extra_impls(cls) -> dict[str, Callable]:

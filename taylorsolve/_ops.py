@@ -31,13 +31,13 @@ the list.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Op", "OPS", "lookup", "supported_by", "math_names", "BACKENDS", "REVERSED"]
+__all__ = ["Op", "OPS", "lookup", "supported_by", "math_names", "BACKENDS", "REVERSED", "add_operation", "on_change"]
 
 #: the tracing stand-ins: Taylor-mode jets, the compiled path's scalar tape, SymPy arrays
 BACKENDS = ("taylor_mode", "compiled", "symbolic")
@@ -389,6 +389,41 @@ for _op in OPS:
             raise RuntimeError(f"operation name {_n!r} appears twice in the table")
         _BY_NAME[_n] = _op
 del _op, _n
+
+
+_LISTENERS: list[Callable[[], None]] = []
+
+
+def on_change(callback: Callable[[], None]) -> None:
+    """Register ``callback`` to rebuild a dispatch table when the table changes (each stand-in registers one)."""
+    _LISTENERS.append(callback)
+
+
+def add_operation(op: Op) -> None:
+    """Add an entry (e.g. a new elementwise function) and rebuild every stand-in's table and taylorsolve.math.
+
+    For an elementwise entry with ``torch``, ``sympy``, ``scalar`` and one of ``chain``/``compose``/``rec``
+    this is all it takes for the jets, the compiled path, the symbolic backend and ``taylorsolve.math``
+    to support it (``tests/test_ops_table.py`` adds ``softsign`` this way).
+    """
+    for n in op.names:
+        if n in _BY_NAME:
+            raise ValueError(f"operation name {n!r} is already in the table")
+    OPS.append(op)
+    for n in op.names:
+        _BY_NAME[n] = op
+    for cb in list(_LISTENERS):
+        cb()
+
+
+def remove_operation(name: str) -> None:
+    """Remove an entry added by :func:`add_operation` (tests) and rebuild the tables."""
+    op = _BY_NAME[name]
+    OPS.remove(op)
+    for n in op.names:
+        del _BY_NAME[n]
+    for cb in list(_LISTENERS):
+        cb()
 
 
 def lookup(name: str) -> Op | None:

@@ -256,9 +256,6 @@ class SymbolicArray(ObjectArray):
         return "$" + sp.latex(self.to_sympy()) + "$"
 
 
-SymbolicArray._build_table()
-
-
 def as_object_array(x: Any) -> np.ndarray:
     """Convert ``x`` (symbolic array, tensor, NumPy array, SymPy object, number, nested list) to an
     object array of SymPy objects."""
@@ -288,7 +285,16 @@ def _as_function(handler: Callable) -> Callable[..., Any]:
 
 
 #: name (``func.__name__`` as torch reports it) -> implementation ``fn(*args, **kwargs)``; from the table
-SYMBOLIC_FUNCTIONS: dict[str, Callable[..., Any]] = {n: _as_function(h) for n, h in SymbolicArray._table.items()}
+SYMBOLIC_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def _refresh_functions() -> None:
+    SYMBOLIC_FUNCTIONS.clear()
+    SYMBOLIC_FUNCTIONS.update({n: _as_function(h) for n, h in SymbolicArray._table.items()})
+
+
+SymbolicArray._on_rebuild = classmethod(lambda cls: _refresh_functions())  # type: ignore[method-assign]
+SymbolicArray._build_table()
 
 
 def _sympy_arg(x: Any) -> Any:

@@ -399,22 +399,21 @@ def _raise_compiled(status: int, *, t: float, h: float, step: int, t1: float, sp
 
 def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, max_steps, check, h_cap, rule,
                        per_traj, bar, start, dense=True) -> Solution:
-    from .coefficients.compiled import CompiledPlan  # noqa: F401  (type only)
-
-    mod = plan.module
     ns = plan.n_state
     span = abs(t1 - t0)
     code = _RULE_CODE[rule]
     bshape = y0.shape[: y0.ndim - nd]
-    ev = y0.shape[y0.ndim - nd :]
     B = math.prod(bshape)
     npd = plan.np_dtype
     chunk = 1 << 62 if bar.bar is None else 200
     yb = np.ascontiguousarray(y0.detach().reshape(B, ns).cpu().numpy().astype(npd))
+    coef = plan.coef
     if B == 1:
-        plan.ensure("coef1", "adaptive1")
+        plan.ensure("adaptive1")
+        loop = plan.loop("adaptive1")
         cap = int(min(max_steps, 512)) + 1
         U = plan.work(order)
+        Cw = np.zeros((order + 1, ns), dtype=npd)
         ts = np.zeros(cap + 1)
         ys = np.zeros((cap + 1, ns), dtype=npd)
         cs = np.zeros((cap if dense else 1, order + 1, ns), dtype=npd)
@@ -425,8 +424,8 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
         n = 0
         t = t0
         while True:
-            n, status = mod.adaptive1(t, t1, y, order, code, rtol, atol, h_cap, max_steps, n, U, ts, ys, cs, hs,
-                                      check, chunk, plan.K, dense)
+            n, status = loop(coef, t, t1, y, order, code, rtol, atol, h_cap, max_steps, n, U, plan.K, ts, ys, cs, hs,
+                             check, chunk, dense, Cw)
             if status == 1:
                 bar.to(abs(ts[n] - t0) / span, n)
                 if n >= hs.shape[0]:
@@ -438,25 +437,24 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
                 y = ys[n].copy()
                 continue
             if status != 0:
-                tt = float(ts[n]) if status != 5 else float(ts[n])
-                _raise_compiled(status, t=tt, h=float(hs[n] if status == 3 else hs[max(n - 1, 0)]), step=n, t1=t1,
-                                span=span, max_steps=max_steps, recent=ys[max(0, n - _WINDOW) : n + 1])
+                _raise_compiled(status, t=float(ts[n]), h=float(hs[n] if status == 3 else hs[max(n - 1, 0)]), step=n,
+                                t1=t1, span=span, max_steps=max_steps, recent=ys[max(0, n - _WINDOW) : n + 1])
             break
         bar.to(1.0, n)
         backend.counters.f_evals += n
         backend.counters.derivative_evals += n if order > 1 else 0
         stats = _stats(backend, steps=n, order=order, start=start)
         stats.compile_time, stats.compiled = plan.compile_time, True
-        tdt = torch.float64
         return Solution(
-            t=torch.from_numpy(ts[: n + 1].copy()).to(tdt),
+            t=torch.from_numpy(ts[: n + 1].copy()),
             ys=torch.from_numpy(ys[: n + 1].copy()).reshape(n + 1, *y0.shape),
             stats=stats,
             coefficients=torch.from_numpy(cs[:n].copy()).reshape(n, order + 1, *y0.shape) if dense else None,
         )
     # a batch: lockstep over the active members, per-trajectory or shared steps
-    plan.ensure("coefB", "adaptiveB")
-    U = plan.work(order, B)
+    plan.ensure("adaptiveB")
+    loop = plan.loop("adaptiveB")
+    U = plan.work(order)
     slot_member = np.arange(B, dtype=np.int64)
     T = np.full(B, t0)
     Y = yb.copy()
@@ -464,6 +462,7 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
     cap = int(min(max(B * 32, 4096), B * (max_steps + 1)))
     hbuf = np.zeros(B)
     fail = np.zeros(2, dtype=np.int64)
+    Cb = np.zeros((1 if dense else B, order + 1, ns), dtype=npd)
     chunks: list[tuple[np.ndarray, ...]] = []  # filled record buffers (no copying as the solve grows)
 
     def new_buffers():
@@ -473,9 +472,9 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
     rec_m, rec_t, rec_h, rec_c, rec_y = new_buffers()
     n_active, nrec = B, 0
     while True:
-        n_active, nrec, status = mod.adaptiveB(t1, order, code, rtol, atol, h_cap, max_steps, not per_traj, U,
-                                               slot_member, n_active, T, Y, steps, rec_m, rec_t, rec_h, rec_c, rec_y,
-                                               nrec, check, chunk, hbuf, fail, plan.K, dense)
+        n_active, nrec, status = loop(coef, t1, order, code, rtol, atol, h_cap, max_steps, not per_traj, U, plan.K,
+                                      slot_member, n_active, T, Y, steps, rec_m, rec_t, rec_h, rec_c, rec_y, nrec,
+                                      check, chunk, hbuf, fail, dense, Cb)
         if status == 1:
             bar.to(float(np.mean(np.abs(_member_times(T, slot_member, n_active, t1) - t0)) / span), int(steps.max()))
             if nrec + n_active > cap:

@@ -37,7 +37,7 @@ import inspect
 import sys
 from typing import Any, Callable
 
-from ._ops import OPS, Op
+from ._ops import OPS, Op, on_change
 
 __all__ = ["is_symbolic"]
 
@@ -85,8 +85,16 @@ def _make(op: Op) -> Callable[..., Any]:
     return fn
 
 
-for _op in OPS:
-    if _op.math:
-        globals()[_op.name] = _make(_op)
-        __all__.append(_op.name)
-del _op
+def _rebuild() -> None:
+    """(Re)create the functions from the operations table (called again when an entry is added)."""
+    for name in __all__[1:]:
+        globals().pop(name, None)
+    del __all__[1:]
+    for op in OPS:
+        if op.math:
+            globals()[op.name] = _make(op)
+            __all__.append(op.name)
+
+
+_rebuild()
+on_change(_rebuild)

@@ -11,7 +11,6 @@ with the ``taylor_mode`` backend on long grids the whole loop runs compiled
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -99,23 +98,14 @@ def _compiled_fixed(plan: Any, f: RHS, y0: torch.Tensor, t: torch.Tensor, order:
     npd = plan.np_dtype
     grid = np.ascontiguousarray(t.detach().cpu().double().numpy())
     yb = np.ascontiguousarray(y0.detach().reshape(B, ns).cpu().numpy().astype(npd))
-    if B == 1:
-        ctime = plan.ensure("coef1", "fixed1")
-        U = plan.work(order)
-        ys = np.zeros((N + 1, ns), dtype=npd)
-        ys[0] = yb[0]
-        cs = np.zeros((N if dense else 1, order + 1, ns), dtype=npd)
-        n, status = plan.module.fixed1(grid, yb[0].copy(), order, 0, U, ys, cs, dense, check, plan.K)
-        bad = ""
-    else:
-        ctime = plan.ensure("coefB", "fixedB")
-        U = plan.work(order, B)
-        ys = np.zeros((N + 1, B, ns), dtype=npd)
-        ys[0] = yb
-        cs = np.zeros((N if dense else 1, order + 1, B, ns), dtype=npd)
-        badm = np.zeros(1, dtype=np.int64)
-        n, status = plan.module.fixedB(grid, yb.copy(), order, 0, U, ys, cs, dense, check, badm, plan.K)
-        bad = f" (batch member {int(badm[0])})"
+    plan.ensure("fixed")
+    ys = np.zeros((N + 1, B, ns), dtype=npd)
+    ys[0] = yb
+    cs = np.zeros((N if dense else 1, order + 1, B, ns), dtype=npd)
+    badm = np.zeros(1, dtype=np.int64)
+    n, status = plan.loop("fixed")(plan.coef, grid, yb.copy(), order, 0, plan.work(order), plan.K, ys, cs, dense,
+                                   check, badm, np.zeros((order + 1, ns), dtype=npd))
+    bad = f" (batch member {int(badm[0])})" if B > 1 else ""
     if status:
         what = "a Taylor coefficient" if status == 4 else "the state"
         raise SolverError(f"{what} has non-finite (NaN/Inf) entries{bad} at step {n} (t = {grid[n]:.6g})",
@@ -123,7 +113,7 @@ def _compiled_fixed(plan: Any, f: RHS, y0: torch.Tensor, t: torch.Tensor, order:
     backend.counters.f_evals += N
     backend.counters.derivative_evals += N if order > 1 else 0
     stats = _stats(backend, steps=N, order=order, start=start)
-    stats.compile_time, stats.compiled = ctime, True
+    stats.compile_time, stats.compiled = plan.compile_time, True
     ys_t = torch.from_numpy(ys).reshape(N + 1, *y0.shape)
     coeffs = None
     if dense:

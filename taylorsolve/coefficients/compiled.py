@@ -69,36 +69,41 @@ class CompiledPlan:
         self.compile_time = 0.0
         self._compiled: set[str] = set()
 
-    def ensure(self, *names: str) -> float:
-        """Compile the named functions for this dtype (cached); returns the seconds it took now."""
-        todo = [n for n in names if n not in self._compiled]
-        if not todo:
-            return 0.0
-        with _LOCK:
-            dt = codegen.compile_functions(self.module, todo, _DTYPES[self.dtype])
-        self._compiled.update(todo)
-        self.compile_time += dt
-        return dt
+    def ensure(self, *loops: str) -> float:
+        """Compile ``coef1`` and the named loops of :mod:`._loops` for this dtype (cached); returns the seconds now."""
+        from . import _loops
 
-    def work(self, order: int, members: int | None = None) -> np.ndarray:
-        shape = (self.n_nodes, order + 1) if members is None else (self.n_nodes, order + 1, max(members, 1))
-        return np.zeros(shape, dtype=self.np_dtype)
+        dt = _DTYPES[self.dtype]
+        start = time.perf_counter()
+        with _LOCK:
+            codegen.compile_coef(self.module, dt)
+            for name in loops:
+                _loops.get(name, dt)
+        spent = time.perf_counter() - start
+        spent = spent if spent > 2e-3 else 0.0  # dictionary lookups only: nothing was compiled or loaded
+        self.compile_time += spent
+        return spent
+
+    def loop(self, name: str):
+        from . import _loops
+
+        return _loops.get(name, _DTYPES[self.dtype])
+
+    @property
+    def coef(self):
+        return self.module.coef1
+
+    def work(self, order: int) -> np.ndarray:
+        return np.zeros((self.n_nodes, order + 1), dtype=self.np_dtype)
 
     # ---- coefficients --------------------------------------------------------------------------------
     def coefficients(self, t: float, y: np.ndarray, order: int) -> np.ndarray:
         """``[order+1, M, n]`` coefficients of ``M`` members (``y`` shaped ``[M, n]``) at time ``t``."""
-        M = y.shape[0]
-        if M == 1:
-            self.ensure("coef1")
-            U = self.work(order)
-            self.module.coef1(float(t), np.ascontiguousarray(y[0], dtype=self.np_dtype), order, U, self.K)
-            vs = U[1 : 1 + self.n_state]  # state nodes follow the time node
-            return np.ascontiguousarray(vs.T)[:, None, :]
-        self.ensure("coefB")
-        U = self.work(order, M)
-        tt = np.full(M, float(t))
-        self.module.coefB(tt, np.ascontiguousarray(y, dtype=self.np_dtype), order, U, M, self.K)
-        return np.ascontiguousarray(np.transpose(U[1 : 1 + self.n_state], (1, 2, 0)))
+        self.ensure("coefficients")
+        Y = np.ascontiguousarray(y, dtype=self.np_dtype)
+        out = np.zeros((Y.shape[0], order + 1, self.n_state), dtype=self.np_dtype)
+        self.loop("coefficients")(self.coef, float(t), Y, order, self.work(order), self.K, out)
+        return np.ascontiguousarray(out.transpose(1, 0, 2))
 
 
 _LOCK = threading.RLock()

@@ -34,8 +34,9 @@ node           coefficient ``k >= 1`` of ``v``                              prim
 ``cmp/and/or`` conditions: primal only (``1.0``/``0.0``)
 =============  ===========================================================  ==============================
 
-Nodes are hash-consed (the same operation on the same inputs is one node), Python-number arithmetic
-is folded while tracing, and creation order is a topological order, except for ``chain`` nodes whose
+Nodes are hash-consed (the same operation on the same inputs is one node), arithmetic on Python
+numbers alone is done while tracing, and arithmetic with numbers never depends on their values (``x * 1``
+is a ``mulc`` node), so the generated code depends only on the structure of ``f``.  Creation order is a topological order, except for ``chain`` nodes whose
 derivative factor ``g`` uses ``v`` itself (``tan``: ``g = 1 + v^2``): ``v`` is created first and ``g``
 after it, which is valid because ``v_k`` needs only ``g_0 .. g_{k-1}``.
 
@@ -135,8 +136,8 @@ class Node:
     def __add__(self, o: Any) -> Any:
         if isinstance(o, Node):
             return self.tape.node("add", (self, o) if self.idx <= o.idx else (o, self))
-        if isinstance(o, _Const):
-            return self if o == 0 else self.tape.node("addc", (self,), float(o))
+        if isinstance(o, _Const):  # no folding on the value: the code must not depend on constants' values
+            return self.tape.node("addc", (self,), float(o))
         return NotImplemented
 
     __radd__ = __add__
@@ -145,12 +146,12 @@ class Node:
         if isinstance(o, Node):
             return self.tape.node("sub", (self, o))
         if isinstance(o, _Const):
-            return self if o == 0 else self.tape.node("addc", (self,), -float(o))
+            return self.tape.node("addc", (self,), -float(o))
         return NotImplemented
 
     def __rsub__(self, o: Any) -> Any:
         if isinstance(o, _Const):
-            return -self if o == 0 else self.tape.node("rsubc", (self,), float(o))
+            return self.tape.node("rsubc", (self,), float(o))
         return NotImplemented
 
     def __mul__(self, o: Any) -> Any:
@@ -159,10 +160,6 @@ class Node:
                 return self.tape.node("sqr", (self,))
             return self.tape.node("mul", (self, o) if self.idx <= o.idx else (o, self))
         if isinstance(o, _Const):
-            if o == 1:
-                return self
-            if o == -1:
-                return -self
             return self.tape.node("mulc", (self,), float(o))
         return NotImplemented
 
@@ -172,7 +169,7 @@ class Node:
         if isinstance(o, Node):
             return self.tape.node("div", (self, o))
         if isinstance(o, _Const):
-            return self if o == 1 else self.tape.node("divc", (self,), float(o))
+            return self.tape.node("divc", (self,), float(o))
         return NotImplemented
 
     def __rtruediv__(self, o: Any) -> Any:

@@ -61,7 +61,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.overrides import resolve_name
 
-from .._ops import OPS, dispatch_table, lookup, supported_by
+from .._ops import OPS, dispatch_table, lookup, on_change, supported_by
 from .._tensorlike import TensorLike
 from ..errors import TaylorSolveError, UnsupportedOperationError, check_rhs_output, validate_order
 from .base import RHS, CoefficientBackend, register_backend
@@ -634,32 +634,6 @@ def _pair(u: Jet, kind: str) -> tuple[Jet, Jet]:
     return s, c
 
 
-def _selfchain(u: Jet, primal: torch.Tensor, kind: str) -> Jet:
-    """``v' = g(v) u'`` with ``g = 1 + v^2`` (tan), ``1 - v^2`` (tanh) or ``v - v^2`` (sigmoid)."""
-    tape = u.tape
-    v = tape.new(primal)
-    ub, vb = u.buf, v.buf
-    nd = v.ndim
-    v0 = vb[0]
-    gb = torch.empty_like(vb)
-    gb[0] = {"tan": 1 + v0 * v0, "tanh": 1 - v0 * v0, "sigmoid": v0 - v0 * v0}[kind]
-
-    def step(k):
-        if k >= 2:  # g_{k-1} from v_0..v_{k-1}
-            m = k - 1
-            sq = (vb[: m + 1] * vb[: m + 1].flip(0)).sum(0)
-            if kind == "tan":
-                gb[m].copy_(sq)
-            elif kind == "tanh":
-                gb[m].copy_(sq.neg_())
-            else:
-                gb[m].copy_(vb[m] - sq)
-        torch.sum(tape.jk(k, nd, vb) * ub[1 : k + 1] * gb[:k].flip(0), 0, out=vb[k])
-
-    tape.steps.append(step)
-    return v
-
-
 def _chain(pairs: Sequence[tuple[Jet, Any]], primal: torch.Tensor) -> Jet:
     """``v' = sum_i g_i u_i'``: ``v_k = sum_i sum_{j=1}^k (j/k) u_{i,j} g_{i,k-j}`` (``g_i`` jets or constants)."""
     tape = pairs[0][0].tape
@@ -685,10 +659,6 @@ def _chain(pairs: Sequence[tuple[Jet, Any]], primal: torch.Tensor) -> Jet:
 
     tape.steps.append(step)
     return v
-
-
-def _sq(u):
-    return _mul(u, u)
 
 
 def _abs(u: Jet) -> Jet:
@@ -1376,7 +1346,7 @@ class _JetPrimitives:
 
 
 _P = _JetPrimitives()
-_NAMED = {op.name: op.torch for op in OPS if op.elementwise}
+_NAMED: dict[str, Any] = {}
 _RECS = {
     "exp": lambda u: _exp(u),
     "log": lambda u: _log(u),
@@ -1453,7 +1423,14 @@ def _canonical_impls() -> dict[str, Callable]:
     return impls
 
 
-Jet._table = dispatch_table("taylor_mode", _canonical_impls(), _jet_elementwise)
+def _rebuild() -> None:
+    _NAMED.clear()
+    _NAMED.update({op.name: op.torch for op in OPS if op.elementwise})
+    Jet._table = dispatch_table("taylor_mode", _canonical_impls(), _jet_elementwise)
+
+
+_rebuild()
+on_change(_rebuild)
 
 
 def supported_operations() -> list[str]:
@@ -1616,6 +1593,7 @@ class TaylorModeBackend(CoefficientBackend):
             plan, _ = self.compiled_plan(f, torch.as_tensor(t), y, 1 if y.ndim >= 1 else 0)
             p, _nd = plan
             cs = p.coefficients(float(t), y.detach().reshape(-1, p.n_state).cpu().numpy(), validate_order(order))
+            self.compile_time = getattr(self, "compile_time", 0.0) + p.compile_time
             self.counters.f_evals += 1
             self.counters.derivative_evals += 1 if order > 1 else 0
             return [torch.from_numpy(c.copy()).reshape(y.shape).to(y.device) for c in cs]
