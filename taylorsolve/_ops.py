@@ -196,7 +196,7 @@ UNARY: list[Op] = [
        chain=lambda P, u, v: P.op("exp", -(u * u)) * TWO_OVER_SQRT_PI, doc="Error function."),
     _u("erfc", torch.erfc, lambda sp, x: sp.erfc(x), scalar="math.erfc({0})", aliases=("special_erfc",),
        chain=lambda P, u, v: P.op("exp", -(u * u)) * (-TWO_OVER_SQRT_PI), doc="Complementary error function."),
-    _u("logsigmoid", F.logsigmoid, lambda sp, x: -sp.log(1 + sp.exp(-x)),
+    _u("logsigmoid", F.logsigmoid, lambda sp, x: -sp.log(1 + sp.exp(-x)), aliases=("log_sigmoid",),
        compose=lambda P, u: -P.op("relu", -u) - P.op("log1p", P.op("exp", -P.op("abs", u))),
        doc="``log(sigmoid(x))``."),
     # elementwise with parameters

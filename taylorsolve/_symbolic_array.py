@@ -219,16 +219,11 @@ class SymbolicArray(ObjectArray):
 
     @property
     def data(self) -> np.ndarray:
-        """The underlying NumPy object array of SymPy expressions (not a copy)."""
+        """The underlying NumPy object array of SymPy expressions (not a copy).
+
+        ``numpy()`` and ``tolist()`` raise, as on every tracing stand-in (inside ``f`` they would leave torch);
+        use ``data``, :meth:`flat_expressions` or :meth:`to_sympy` to read the expressions."""
         return self._a
-
-    def numpy(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        """A copy of the object array of SymPy expressions (not numbers)."""
-        return self._a.copy()
-
-    def tolist(self) -> Any:
-        """Nested lists of SymPy expressions (not numbers)."""
-        return self._a.tolist()
 
     def item(self) -> Any:
         """The single expression of a one-element array (a SymPy object, not a Python number)."""

@@ -99,9 +99,28 @@ def jorba_zou_step(coeffs: list[torch.Tensor], rtol: float, atol: float, event_n
 # --------------------------------------------------------------------------------------------------
 # failures
 # --------------------------------------------------------------------------------------------------
+def _radius(coeffs: Any) -> float | None:
+    """heyoka's ``rho`` of the last step's coefficients ``[p+1, ...]``: how far the Taylor series reaches."""
+    if coeffs is None:
+        return None
+    c = np.asarray(coeffs.detach().cpu().double() if isinstance(coeffs, torch.Tensor) else coeffs, dtype=np.float64)
+    c = np.abs(c.reshape(c.shape[0], -1)).max(axis=1)
+    p = c.shape[0] - 1
+    if p < 2 or not np.isfinite(c).all():
+        return None
+    rhos = [(max(1.0, c[0]) / c[m]) ** (1.0 / m) for m in (p - 1, p) if c[m] > 0]
+    return min(rhos) if rhos else None
+
+
 def _stiffness_error(kind: str, *, t: float, h: float, step: int, t1: float, span: float, max_steps: int,
-                     recent: torch.Tensor | np.ndarray | None, member: str = "") -> StiffnessError:
-    """The message for a collapsed step size or an exhausted step budget, with a stiffness diagnosis."""
+                     recent: torch.Tensor | np.ndarray | None, member: str = "", coeffs: Any = None) -> StiffnessError:
+    """The message for a collapsed step size or an exhausted step budget, with a stiffness diagnosis.
+
+    Three cases: the step is far below the reach of the Taylor series (``h < 0.01 rho``, heyoka's
+    ``rho``): the order/tolerance pair limits it (raise the order); the series reaches little farther
+    than the step and the state barely changes per step: stiff (stability limits the steps); the state
+    changes fast: a singularity or fast dynamics.
+    """
     if kind == "budget":
         head = (f"adaptive solve reached max_steps={max_steps}{member} at t = {t:.6g} before t1 = {t1:.6g}; "
                 f"the step size there is h = {h:.3g} ({h / span:.2g} of the span)")
@@ -114,7 +133,12 @@ def _stiffness_error(kind: str, *, t: float, h: float, step: int, t1: float, spa
         r = r.reshape(len(r), -1)
         d = np.abs(np.diff(r, axis=0)).max(axis=1) / np.maximum(1.0, np.abs(r[1:]).max(axis=1))
         change = float(np.mean(d)) if np.isfinite(d).all() else None
-    if change is not None and change < _STIFF_CHANGE:
+    rho = _radius(coeffs)
+    if rho is not None and h < 0.01 * rho:
+        diag = (f". The Taylor series reaches about {rho:.3g} but the tolerance at order {np.asarray(coeffs).shape[0] - 1} "
+                "allows only this step: raise the order (order='auto' chooses it from the tolerance) or loosen "
+                "rtol/atol; it does not look stiff.")
+    elif change is not None and change < _STIFF_CHANGE:
         diag = (f". The problem looks stiff: over the last {len(recent) - 1} steps the state changed by only "
                 f"{change:.2g} (relative) per step, so stability, not accuracy, limits the explicit Taylor steps. "
                 "Use an implicit solver such as scipy.integrate.solve_ivp(..., method='Radau') or method='BDF'.")
@@ -250,16 +274,18 @@ def _interpreted_shared(f, y0, t0, t1, order, backend, *, rtol, atol, event_ndim
     ys = [y0]
     dcs: list[torch.Tensor] = []
     hs: list[float] = []
+    last_c = None
     t, y = t0, y0
     span = abs(float(t1 - t0))
     n = 0
     while direction * float(t1 - t) > 0:
         if n >= max_steps:
             raise _stiffness_error("budget", t=float(t), h=hs[-1] if hs else span, step=n, t1=float(t1), span=span,
-                                   max_steps=max_steps, recent=torch.stack(ys[-_WINDOW:]))
+                                   max_steps=max_steps, recent=torch.stack(ys[-_WINDOW:]), coeffs=last_c)
         coeffs = backend.coefficients(f, t, y, order)
         if check:
             check_coefficients(coeffs, order, y, step=n, time_=float(t))
+        last_c = torch.stack([c.detach() for c in coeffs])
         h = min(float(step_sizes(coeffs, rtol, atol, event_ndim, rule).min()), h_cap)
         h, last = _remaining_ok(float(t), float(t1), h)
         if last:
@@ -267,7 +293,8 @@ def _interpreted_shared(f, y0, t0, t1, order, backend, *, rtol, atol, event_ndim
         else:
             if not h > 1e-14 * max(1.0, abs(float(t))):
                 raise _stiffness_error("collapse", t=float(t), h=h, step=n, t1=float(t1), span=span,
-                                       max_steps=max_steps, recent=torch.stack(ys[-_WINDOW:]))
+                                       max_steps=max_steps, recent=torch.stack(ys[-_WINDOW:]),
+                                       coeffs=torch.stack([c.detach() for c in coeffs]))
             t_next = t + direction * h
         y = horner(coeffs, (t_next - t).to(coeffs[0].dtype))
         n += 1
@@ -330,9 +357,12 @@ def _interpreted_per_trajectory(f, y0, t0, t1, order, backend, *, rtol, atol, ev
     while active.numel():
         if int(steps[active].max()) >= max_steps:
             worst = int(active[int(torch.argmax(steps[active]))])
-            raise _stiffness_error("budget", t=float(T[worst]), h=float(recs[-1][4][0]) if recs else span, step=max_steps,
+            last = recs[-1]
+            j = int(torch.nonzero(last[0] == worst)[0]) if bool((last[0] == worst).any()) else 0
+            raise _stiffness_error("budget", t=float(T[worst]), h=float(last[4][j]), step=max_steps,
                                    t1=float(t1), span=span, max_steps=max_steps,
-                                   recent=torch.stack([hh[worst] for hh in hist[-_WINDOW:]]), member=f" (batch member {worst})")
+                                   recent=torch.stack([hh[worst] for hh in hist[-_WINDOW:]]), member=f" (batch member {worst})",
+                                   coeffs=last[3][j] if last[3] is not None else None)
         ya = Yb[active]
         ta = T[active]
         coeffs = backend.coefficients(f, ta[0].to(t0.dtype), ya, order)
@@ -349,7 +379,7 @@ def _interpreted_per_trajectory(f, y0, t0, t1, order, backend, *, rtol, atol, ev
             m = int(active[i])
             raise _stiffness_error("collapse", t=float(ta[i]), h=float(h[i]), step=int(steps[m]), t1=float(t1), span=span,
                                    max_steps=max_steps, recent=torch.stack([hh[m] for hh in hist[-_WINDOW:]]),
-                                   member=f" (batch member {m})")
+                                   member=f" (batch member {m})", coeffs=torch.stack([c[i].detach() for c in coeffs]))
         h = torch.where(last, remaining, h)
         tn = torch.where(last, torch.full_like(ta, float(t1)), ta + direction * h)
         s = (tn - ta).to(ya.dtype).reshape(-1, *([1] * event_ndim))
@@ -389,10 +419,10 @@ _CODES = {2: "budget", 3: "collapse"}
 
 
 def _raise_compiled(status: int, *, t: float, h: float, step: int, t1: float, span: float, max_steps: int,
-                    recent: Any, member: str = "") -> None:
+                    recent: Any, member: str = "", coeffs: Any = None) -> None:
     if status in (2, 3):
         raise _stiffness_error(_CODES[status], t=t, h=h, step=step, t1=t1, span=span, max_steps=max_steps,
-                               recent=recent, member=member)
+                               recent=recent, member=member, coeffs=coeffs)
     what = "a Taylor coefficient" if status == 4 else "the state"
     raise SolverError(f"{what} has non-finite (NaN/Inf) entries{member} at step {step} (t = {t:.6g})", step=step, time=t)
 
@@ -437,8 +467,10 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
                 y = ys[n].copy()
                 continue
             if status != 0:
+                last_c = (cs[max(n - 1, 0)] if status == 2 else cs[n]) if dense else Cw
                 _raise_compiled(status, t=float(ts[n]), h=float(hs[n] if status == 3 else hs[max(n - 1, 0)]), step=n,
-                                t1=t1, span=span, max_steps=max_steps, recent=ys[max(0, n - _WINDOW) : n + 1])
+                                t1=t1, span=span, max_steps=max_steps, recent=ys[max(0, n - _WINDOW) : n + 1],
+                                coeffs=last_c)
             break
         bar.to(1.0, n)
         backend.counters.f_evals += n
@@ -494,8 +526,11 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
             hm = float(hbuf[0]) if status == 3 else (float(rh[-1]) if sel.any() else span)
             if status == 3:
                 tm = float(T[0])
+            lc = None
+            if dense and sel.any():
+                lc = np.concatenate([c[3] for c in chunks])[sel][-1]
             _raise_compiled(status, t=tm, h=hm, step=int(fail[1]), t1=t1, span=span, max_steps=max_steps,
-                            recent=recent, member=f" (batch member {m})")
+                            recent=recent, member=f" (batch member {m})", coeffs=lc)
         break
     rec_m = np.concatenate([c[0] for c in chunks])
     rec_t = np.concatenate([c[1] for c in chunks])

@@ -46,6 +46,9 @@ def _as_state(y0: Any, like_dtype: torch.dtype | None = None) -> torch.Tensor:
 
 
 def _as_time(t0: Any, like: torch.Tensor) -> torch.Tensor:
+    """A scalar time: tensors keep their dtype, Python numbers become float64 (they are doubles)."""
+    if not isinstance(t0, torch.Tensor):
+        t0 = torch.as_tensor(t0, dtype=torch.float64)
     t0 = torch.as_tensor(t0, device=like.device)
     if not torch.is_floating_point(t0):
         t0 = t0.to(like.dtype)
@@ -122,7 +125,7 @@ def solve(
     y0: Any,
     t: Any = None,
     *,
-    order: int | str = 2,
+    order: int | str | None = None,
     backend: str | CoefficientBackend = "auto",
     t_span: tuple[float, float] | None = None,
     rtol: float | None = None,
@@ -139,8 +142,8 @@ def solve(
     """Solve ``dy/dt = f(t, y)`` from ``y0`` with the truncated Taylor method of order ``order``.
 
     Fixed grid: pass ``t``, a 1-D strictly monotone tensor of times (increasing or decreasing); the
-    result holds the state at every grid time.  Adaptive: pass ``t_span=(t0, t1)`` (and not ``t``);
-    ``order="auto"`` picks heyoka's order ``ceil(-ln(tol)/2) + 1`` for ``tol = min(rtol, atol)`` and
+    result holds the state at every grid time; ``order`` defaults to 2 (GENIE, eq. (9)).  Adaptive: pass
+    ``t_span=(t0, t1)`` (and not ``t``); ``order`` defaults to ``"auto"``, which picks heyoka's order ``ceil(-ln(tol)/2) + 1`` for ``tol = min(rtol, atol)`` and
     heyoka's step rule, an explicit order the Jorba-Zou rule with the tolerances
     (:mod:`taylorsolve.adaptive`); the returned :class:`Solution` is callable for dense output.
     ``rtol``/``atol`` default to 1e-6/1e-9 (float64) or 1e-5/1e-6 (float32); smaller values on a float32
@@ -178,7 +181,7 @@ def solve(
     if isinstance(event_ndim, bool) or not isinstance(event_ndim, int) or not (0 <= event_ndim <= y0.ndim):
         raise TaylorSolveError(f"event_ndim must be an integer in [0, {y0.ndim}], got {event_ndim!r}")
     if t is not None:
-        order_ = validate_order(order)
+        order_ = validate_order(2 if order is None else order)
         if not isinstance(t, torch.Tensor):
             t = torch.as_tensor(t, dtype=torch.float64)
         grid = validate_grid(t)
@@ -189,7 +192,7 @@ def solve(
     if not isinstance(t_span, (tuple, list)) or len(t_span) != 2:
         raise TaylorSolveError(f"t_span must be a pair (t0, t1), got {t_span!r}")
     rtol_, atol_ = _check_tolerances(rtol, atol, y0.dtype)
-    order_ = validate_order(order, allow_auto=True)
+    order_ = validate_order("auto" if order is None else order, allow_auto=True)
     rule = "jorba_zou"
     if order_ == "auto":
         order_ = auto_order(min(x for x in (rtol_, atol_) if x > 0))
