@@ -136,8 +136,24 @@ def get_backend(backend: str | CoefficientBackend, **options: Any) -> Coefficien
     return factory(**options)
 
 
+_OPTION_NAMES: dict[Any, list[str] | None] = {}
+
+
 def backend_option_names(factory: Callable[..., Any]) -> list[str] | None:
     """The keyword options a backend factory accepts (None if it takes ``**kwargs``)."""
+    try:
+        return _OPTION_NAMES[factory]
+    except (KeyError, TypeError):
+        pass
+    names = _option_names(factory)
+    try:
+        _OPTION_NAMES[factory] = names
+    except TypeError:  # unhashable factory
+        pass
+    return names
+
+
+def _option_names(factory: Callable[..., Any]) -> list[str] | None:
     import inspect
 
     try:

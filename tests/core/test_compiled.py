@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import taylorsolve as ts
 from taylorsolve.coefficients.taylor_mode import TaylorModeBackend
 
-from .problems import ZOO, kepler_initial, kepler_rhs, pendulum
+from .problems import ZOO, kepler_exact, kepler_initial, kepler_rhs, pendulum
 
 pytest.importorskip("numba")
 
@@ -197,3 +197,13 @@ def test_coupled_batch_members_are_solved_as_one_system():
                       backend_options={"compile": False})
     assert comp.stats.compiled and "couples" in comp.stats.notes
     torch.testing.assert_close(comp.ys[-1], interp.ys[-1], rtol=1e-9, atol=1e-9)
+
+
+def test_without_numba_the_interpreted_path_runs(monkeypatch):
+    from taylorsolve.coefficients import compiled
+
+    monkeypatch.setattr(compiled, "_HAVE_NUMBA", False)
+    y0 = kepler_initial(0.5)
+    sol = ts.solve(kepler_rhs, y0, t_span=(0.0, math.pi), order="auto", rtol=1e-9, atol=1e-9)
+    assert not sol.stats.compiled and sol.stats.backend == "taylor_mode"
+    torch.testing.assert_close(sol.ys[-1], kepler_exact(0.5, math.pi), rtol=0, atol=1e-7)

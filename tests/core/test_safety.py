@@ -78,7 +78,8 @@ def test_float32_with_tolerances_below_1e_6_warns_and_defaults_do_not():
         sol = ts.solve(rot, y32, t_span=(0.0, 1.0))  # float32 defaults 1e-5 / 1e-6
         ts.solve(rot, Y0, t_span=(0.0, 1.0), rtol=1e-12, atol=1e-12)
     assert sol.ys.dtype == torch.float32
-    torch.testing.assert_close(sol.ys[-1], torch.tensor([math.cos(1) + 0.5 * math.sin(1), 0.5 * math.cos(1) - math.sin(1)]),
+    torch.testing.assert_close(sol.ys[-1], torch.tensor([math.cos(1) + 0.5 * math.sin(1), 0.5 * math.cos(1) - math.sin(1)],
+                                                        dtype=torch.float32),
                                rtol=0, atol=1e-4)
 
 
