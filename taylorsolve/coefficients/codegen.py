@@ -63,26 +63,24 @@ def _fmt(x: float) -> str:
 
 
 class _Emitter:
-    """Writes the statements of one node; ``batched`` selects ``U[i, k, m]`` with an inner member loop.
+    """Writes the statements of one node (``U[i, k]``: coefficient ``k`` of node ``i``).
 
     Constants of the tape are not written into the code: they are read from ``K`` (``K[j]``), so the
     code depends only on the structure of ``f`` and a change of a captured constant reuses it.
     """
 
-    def __init__(self, consts: dict[int, int]) -> None:
-        self.b = False
+    def __init__(self, consts: dict[int, int], partner: dict[int, int]) -> None:
         self.consts = consts  # node index -> position in K
+        self._partner = partner  # sin/sinh node -> its cos/cosh node
 
     def k(self, n: Node) -> str:
         return f"K[{self.consts[n.idx]}]"
 
     def u(self, i: int, k: str) -> str:
-        return f"U[{i}, {k}, m]" if self.b else f"U[{i}, {k}]"
+        return f"U[{i}, {k}]"
 
     def loop(self, body: list[str], ind: str) -> list[str]:
-        if not self.b:
-            return [ind + s for s in body]
-        return [ind + "for m in range(M):"] + [ind + "    " + s for s in body]
+        return [ind + s for s in body]
 
     # ---- order 0 -----------------------------------------------------------------------------------
     def primal(self, n: Node, ind: str) -> list[str]:
@@ -93,9 +91,9 @@ class _Emitter:
         op = n.op
         c = self.k(n) if n.idx in self.consts else None
         if op == "time":
-            return self.loop([f"{u(i, '0')} = {'t[m]' if self.b else 't'}", f"{u(i, '1')} = 1.0"], ind)
+            return self.loop([f"{u(i, '0')} = t", f"{u(i, '1')} = 1.0"], ind)
         if op == "var":
-            return self.loop([f"{u(i, '0')} = {'Y[m, ' + str(n.const) + ']' if self.b else 'y[' + str(n.const) + ']'}"], ind)
+            return self.loop([f"{u(i, '0')} = y[{n.const}]"], ind)
         exprs = {
             "const": lambda: c,
             "add": lambda: f"{p[0]} + {p[1]}",
@@ -144,20 +142,9 @@ class _Emitter:
     def _sum(self, i: int, init: str, lo: str, hi: str, term: str, final: str | None, ind: str,
              weight: str | None = None) -> list[str]:
         """``U[i,k] = final(init + sum_{j=lo}^{hi-1} weight * term)``."""
-        u = self.u
-        if not self.b:
-            out = [ind + f"acc = {init}", ind + f"for j in range({lo}, {hi}):"]
-            out.append(ind + f"    acc += {term if weight is None else weight + ' * ' + term}")
-            out.append(ind + f"{u(i, 'k')} = {final.format('acc') if final else 'acc'}")
-            return out
-        out = [ind + "for m in range(M):", ind + f"    {u(i, 'k')} = {init}", ind + f"for j in range({lo}, {hi}):"]
-        if weight is not None:
-            out.append(ind + f"    w = {weight}")
-            out += [ind + "    for m in range(M):", ind + f"        {u(i, 'k')} += w * {term}"]
-        else:
-            out += [ind + "    for m in range(M):", ind + f"        {u(i, 'k')} += {term}"]
-        if final:
-            out += [ind + "for m in range(M):", ind + f"    {u(i, 'k')} = {final.format(u(i, 'k'))}"]
+        out = [ind + f"acc = {init}", ind + f"for j in range({lo}, {hi}):"]
+        out.append(ind + f"    acc += {term if weight is None else weight + ' * ' + term}")
+        out.append(ind + f"{self.u(i, 'k')} = {final.format('acc') if final else 'acc'}")
         return out
 
     def order_k(self, n: Node, ind: str) -> list[str]:
@@ -238,11 +225,7 @@ def constants(tr: TraceResult) -> tuple[dict[int, int], list[float]]:
 
 def _coef_source(tr: TraceResult) -> list[str]:
     pos, vals = constants(tr)
-    em = _Emitter(pos)
-    em._partner = {}
-    for n in tr.tape.nodes:
-        if n.op in ("cos", "cosh"):
-            em._partner[n.args[1].idx] = n.idx
+    em = _Emitter(pos, {n.args[1].idx: n.idx for n in tr.tape.nodes if n.op in ("cos", "cosh")})
     name = "coef1"
     args = "t, y, order, U, K"
     L = ["@numba.njit(cache=CACHE, fastmath=False, error_model='numpy', nogil=True)", f"def {name}({args}):"]
