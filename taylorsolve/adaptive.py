@@ -40,10 +40,9 @@ import numpy as np
 import torch
 
 from .coefficients import RHS, CoefficientBackend
-from .coefficients.autodiff import horner
 from .errors import SolverError, StiffnessError, TaylorSolveError, check_finite
 from .solution import Solution
-from .stepping import _stats, check_coefficients
+from .stepping import _stats, check_coefficients, compensated_step
 
 __all__ = ["auto_order", "jorba_zou_step", "step_sizes", "solve_adaptive", "RULES"]
 
@@ -275,6 +274,7 @@ def _interpreted_shared(f, y0, t0, t1, order, backend, *, rtol, atol, event_ndim
     dcs: list[torch.Tensor] = []
     hs: list[float] = []
     last_c = None
+    lo = None
     t, y = t0, y0
     span = abs(float(t1 - t0))
     n = 0
@@ -296,7 +296,7 @@ def _interpreted_shared(f, y0, t0, t1, order, backend, *, rtol, atol, event_ndim
                                        max_steps=max_steps, recent=torch.stack(ys[-_WINDOW:]),
                                        coeffs=torch.stack([c.detach() for c in coeffs]))
             t_next = t + direction * h
-        y = horner(coeffs, (t_next - t).to(coeffs[0].dtype))
+        y, lo = compensated_step(coeffs, (t_next - t).to(coeffs[0].dtype), lo)
         n += 1
         hs.append(h)
         if check:
@@ -345,6 +345,7 @@ def _interpreted_per_trajectory(f, y0, t0, t1, order, backend, *, rtol, atol, ev
     ev = y0.shape[y0.ndim - event_ndim :]
     B = math.prod(bshape)
     Yb = y0.reshape(B, *ev).clone()
+    Lo = torch.zeros_like(Yb)  # compensated summation of the states
     y0b = Yb.clone()
     T = torch.full((B,), float(t0), dtype=torch.float64)
     steps = torch.zeros(B, dtype=torch.int64)
@@ -383,13 +384,14 @@ def _interpreted_per_trajectory(f, y0, t0, t1, order, backend, *, rtol, atol, ev
         h = torch.where(last, remaining, h)
         tn = torch.where(last, torch.full_like(ta, float(t1)), ta + direction * h)
         s = (tn - ta).to(ya.dtype).reshape(-1, *([1] * event_ndim))
-        y_new = horner(coeffs, s)
+        y_new, lo_new = compensated_step(coeffs, s, Lo[active])
         if check:
             check_finite(y_new, what="the state", step=n + 1, time=float(tn.min()))
         recs.append((active.clone(), steps[active].clone(), tn.clone(),
                      torch.stack([c.detach() for c in coeffs], 1) if dense else None, h, y_new.detach()))
         steps[active] += 1
         Yb[active] = y_new
+        Lo[active] = lo_new
         T[active] = tn
         if B * math.prod(ev) <= 1_000_000:  # recent states, for the stiffness diagnosis
             hist = hist[-_WINDOW:] + [Yb.clone()]
@@ -451,11 +453,12 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
         ts[0] = t0
         ys[0] = yb[0]
         y = yb[0].copy()
+        ylo = np.zeros_like(y)  # compensated summation of the state (see _loops._advance)
         n = 0
         t = t0
         while True:
             n, status = loop(coef, t, t1, y, order, code, rtol, atol, h_cap, max_steps, n, U, plan.K, ts, ys, cs, hs,
-                             check, chunk, dense, Cw)
+                             check, chunk, dense, Cw, ylo)
             if status == 1:
                 bar.to(abs(ts[n] - t0) / span, n)
                 if n >= hs.shape[0]:
@@ -464,7 +467,6 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
                     if dense:
                         cs = _grow(cs, extra)
                 t = float(ts[n])
-                y = ys[n].copy()
                 continue
             if status != 0:
                 last_c = (cs[max(n - 1, 0)] if status == 2 else cs[n]) if dense else Cw
@@ -495,6 +497,7 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
     hbuf = np.zeros(B)
     fail = np.zeros(2, dtype=np.int64)
     Cb = np.zeros((1 if dense else B, order + 1, ns), dtype=npd)
+    Ylo = np.zeros_like(Y)  # compensated summation of the states
     chunks: list[tuple[np.ndarray, ...]] = []  # filled record buffers (no copying as the solve grows)
 
     def new_buffers():
@@ -506,7 +509,7 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
     while True:
         n_active, nrec, status = loop(coef, t1, order, code, rtol, atol, h_cap, max_steps, not per_traj, U, plan.K,
                                       slot_member, n_active, T, Y, steps, rec_m, rec_t, rec_h, rec_c, rec_y, nrec,
-                                      check, chunk, hbuf, fail, dense, Cb)
+                                      check, chunk, hbuf, fail, dense, Cb, Ylo)
         if status == 1:
             bar.to(float(np.mean(np.abs(_member_times(T, slot_member, n_active, t1) - t0)) / span), int(steps.max()))
             if nrec + n_active > cap:

@@ -1,4 +1,5 @@
-"""Taylor-coefficient backends: symbolic, autodiff, Taylor-mode, finite difference, supplied."""
+"""Taylor-coefficient backends: auto (default), Taylor-mode (interpreted and compiled), autodiff, symbolic,
+finite difference, supplied."""
 from __future__ import annotations
 
 import importlib

@@ -65,16 +65,29 @@ def _finite(C, ns, order):
     return True
 
 
-def _horner(C, ns, order, s, out):
+def _advance(C, ns, order, s, y, ylo):
+    """``y += sum_{k>=1} c_k s^k`` with compensated summation: ``ylo`` carries the bits the sum drops.
+
+    The increment is small against ``y`` over most steps, so a plain ``c_0 + ...`` loses up to half an
+    ulp of ``y`` per step; carrying the rounding error (Fast2Sum, |y| >= |increment|) keeps the state
+    accurate to far below an ulp over thousands of steps (the coefficients use ``y`` itself).
+    """
     for i in range(ns):
         acc = C[order, i]
-        for k in range(order - 1, -1, -1):
+        for k in range(order - 1, 0, -1):
             acc = acc * s + C[k, i]
-        out[i] = acc
+        corr = acc * s + ylo[i]
+        hi = y[i]
+        new = hi + corr
+        if abs(hi) >= abs(corr):
+            ylo[i] = corr - (new - hi)
+        else:
+            ylo[i] = hi - (new - corr)
+        y[i] = new
 
 
 def _adaptive1(coef, t, t1, y, order, rule, rtol, atol, h_cap, max_steps, n, U, K, ts, ys, cs, hs, check, chunk, dense,
-               Cw):
+               Cw, ylo):
     """One trajectory from (t, y) at step n toward t1 (ts[n], ys[n] hold the start of step n)."""
     ns = y.shape[0]
     direction = 1.0 if t1 > t else -1.0
@@ -100,7 +113,7 @@ def _adaptive1(coef, t, t1, y, order, rule, rtol, atol, h_cap, max_steps, n, U, 
                 hs[n] = h
                 return n, 3
             tn = t + direction * h
-        _horner(C, ns, order, tn - t, y)
+        _advance(C, ns, order, tn - t, y, ylo)
         for i in range(ns):
             ys[n + 1, i] = y[i]
         hs[n] = h
@@ -115,7 +128,7 @@ def _adaptive1(coef, t, t1, y, order, rule, rtol, atol, h_cap, max_steps, n, U, 
     return n, 0
 
 
-def _fixed(coef, grid, Y, order, n, U, K, ys, cs, dense, check, bad, Cw):
+def _fixed(coef, grid, Y, order, n, U, K, ys, cs, dense, check, bad, Cw, Ylo):
     """A fixed grid for M members (``Y [M, NS]``); ``ys [N+1, M, NS]``, ``cs [N, order+1, M, NS]``."""
     N = grid.shape[0] - 1
     M = Y.shape[0]
@@ -133,7 +146,7 @@ def _fixed(coef, grid, Y, order, n, U, K, ys, cs, dense, check, bad, Cw):
                 for k in range(order + 1):
                     for i in range(ns):
                         cs[n, k, m, i] = Cw[k, i]
-            _horner(Cw, ns, order, s, Y[m])
+            _advance(Cw, ns, order, s, Y[m], Ylo[m])
             for i in range(ns):
                 ys[n + 1, m, i] = Y[m, i]
                 if check and not math.isfinite(Y[m, i]):
@@ -144,7 +157,7 @@ def _fixed(coef, grid, Y, order, n, U, K, ys, cs, dense, check, bad, Cw):
 
 
 def _adaptiveB(coef, t1, order, rule, rtol, atol, h_cap, max_steps, shared, U, K, slot_member, n_active, T, Y, steps,
-               rec_m, rec_t, rec_h, rec_c, rec_y, nrec, check, chunk, hbuf, fail, dense, Cb):
+               rec_m, rec_t, rec_h, rec_c, rec_y, nrec, check, chunk, hbuf, fail, dense, Cb, Ylo):
     """Per-trajectory (or shared) adaptive steps for a batch, in lockstep over the active members.
 
     ``slot_member[s]`` is the member in slot s < n_active; ``T[s]``, ``Y[s]`` its time and state.  Each
@@ -193,7 +206,7 @@ def _adaptiveB(coef, t1, order, rule, rtol, atol, h_cap, max_steps, shared, U, K
                     return n_active, nrec, 3
                 tn = t + direction * h
             C = rec_c[nrec + s] if dense else Cb[s]
-            _horner(C, ns, order, tn - t, Y[s])
+            _advance(C, ns, order, tn - t, Y[s], Ylo[s])
             rec_m[nrec + s] = slot_member[s]
             rec_t[nrec + s] = t
             rec_h[nrec + s] = h
@@ -219,6 +232,7 @@ def _adaptiveB(coef, t1, order, rule, rtol, atol, h_cap, max_steps, shared, U, K
                     T[s], T[last] = T[last], T[s]
                     for i in range(ns):
                         Y[s, i], Y[last, i] = Y[last, i], Y[s, i]
+                        Ylo[s, i], Ylo[last, i] = Ylo[last, i], Ylo[s, i]
                 n_active -= 1
             else:
                 s += 1
@@ -237,7 +251,7 @@ def _coefficients(coef, t, Y, order, U, K, out):
 
 
 _PY = {"adaptive1": _adaptive1, "fixed": _fixed, "adaptiveB": _adaptiveB, "coefficients": _coefficients}
-_HELPERS = (_rho, _step_size, _load, _finite, _horner)
+_HELPERS = (_rho, _step_size, _load, _finite, _advance)
 _CACHE: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
 _JITTED = False
@@ -263,10 +277,10 @@ def _signature(name: str, dtype: str):
     tup2 = nt.UniTuple(i64, 2)
     tup3 = nt.UniTuple(i64, 3)
     sigs = {
-        "adaptive1": tup2(F, f64, f64, a1, i64, i64, f64, f64, f64, i64, i64, a2, d1, d1, a2, a3, d1, b1, i64, b1, a2),
-        "fixed": tup2(F, d1, a2, i64, i64, a2, d1, a3, a4, b1, b1, i1, a2),
+        "adaptive1": tup2(F, f64, f64, a1, i64, i64, f64, f64, f64, i64, i64, a2, d1, d1, a2, a3, d1, b1, i64, b1, a2, a1),
+        "fixed": tup2(F, d1, a2, i64, i64, a2, d1, a3, a4, b1, b1, i1, a2, a2),
         "adaptiveB": tup3(F, f64, i64, i64, f64, f64, f64, i64, b1, a2, d1, i1, i64, d1, a2, i1, i1, d1, d1, a3, a2,
-                          i64, b1, i64, d1, i1, b1, a3),
+                          i64, b1, i64, d1, i1, b1, a3, a2),
         "coefficients": i64(F, f64, a2, i64, a2, d1, a3),
     }
     return sigs[name]
