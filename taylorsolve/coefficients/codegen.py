@@ -14,8 +14,9 @@ and receive ``coef1`` as a first-class function.
 Why this split (measured on this project's shared 2-core machine, numba 0.68; see the README):
 compiling the straight-line ``coef1`` takes 0.3-1.5 s for Kepler-sized systems and grows with the tape
 (~6 s for a 54-node tape under load), a batched (SIMD over members) variant 4-6x longer and the loops
-another ~1 s each, so only ``coef1`` is compiled per ``f``.  A step costs ~1 us (Kepler, order 15)
-against ~2.5 us for an opcode interpreter compiled once and ~1 ms for the interpreted jets.  Compile
+another ~1 s each, so only ``coef1`` is compiled per ``f``.  A whole step costs ~0.9 us (Kepler, order
+15; a prototype opcode interpreter compiled once took ~2.5 us for the coefficients alone) against
+3-5 ms for the interpreted jets.  Compile
 time is reported apart (``Solution.stats.compile_time``) and cached: in memory per structure, and on
 disk (numba ``cache=True`` on the generated module, written to ``$TAYLORSOLVE_CACHE_DIR`` or
 ``~/.cache/taylorsolve``), so a second process loads it in milliseconds.

@@ -65,7 +65,8 @@ _Const = (int, float)
 class Tape:
     """The list of nodes (topological order, see the module docstring) and the hash-consing table."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_nodes: int = 1 << 62) -> None:
+        self.max_nodes = max_nodes
         self.nodes: list[Node] = []
         self._memo: dict[Any, Node] = {}
         self._pairs: dict[Any, tuple[Node, Node]] = {}
@@ -76,6 +77,12 @@ class Tape:
             hit = self._memo.get(key)
             if hit is not None:
                 return hit
+        if len(self.nodes) >= self.max_nodes:  # stop early: a large f must not be traced scalar by scalar
+            raise UnsupportedOperationError(
+                f"the traced tape exceeds the compiled path's limit of {self.max_nodes} scalar operations "
+                "(large tensor right-hand sides run on the interpreted jets)",
+                operation="size", backend="compiled",
+            )
         n = Node(self, len(self.nodes), op, args, const, pfn)
         self.nodes.append(n)
         if memo:
@@ -319,10 +326,17 @@ class TapeArray(ObjectArray):
             f"a {type(x).__name__} cannot enter the compiled path's tape", operation=type(x).__name__, backend="compiled"
         )
 
+    #: the node budget of the trace in progress (constants much larger cannot fit a tape of that size)
+    _budget = 1 << 62
+
     @classmethod
     def _from_tensor(cls, x: torch.Tensor) -> np.ndarray:
         if x.is_complex():
             raise UnsupportedOperationError("complex constants are not supported by the compiled path", backend="compiled")
+        if x.numel() > cls._budget:
+            raise UnsupportedOperationError(
+                f"a constant tensor of {x.numel()} entries is too large for the compiled path's tape "
+                f"({cls._budget} scalar operations at most)", operation="size", backend="compiled")
         return super()._from_tensor(x)
 
     @classmethod
@@ -425,7 +439,7 @@ def trace(f: Callable, event_shape: tuple[int, ...], dtype: torch.dtype, *, max_
     :class:`~taylorsolve.errors.DerivativeLeakError`; other exceptions from ``f`` propagate as
     :class:`~taylorsolve.errors.TaylorSolveError`.
     """
-    tape = Tape()
+    tape = Tape(max_nodes)
     time = tape.node("time", memo=False)
     n = int(np.prod(event_shape)) if event_shape else 1
     states = [tape.node("var", (), i, memo=False) for i in range(n)]
@@ -433,6 +447,7 @@ def trace(f: Callable, event_shape: tuple[int, ...], dtype: torch.dtype, *, max_
     arr[:] = states
     y = TapeArray(arr.reshape(event_shape), dtype=dtype)
     t = TapeArray(_scalar_array(time), dtype=dtype)
+    TapeArray._budget = max_nodes
     try:
         out = f(t, y)
     except TaylorSolveError:
@@ -442,6 +457,8 @@ def trace(f: Callable, event_shape: tuple[int, ...], dtype: torch.dtype, *, max_
             f"tracing f for the compiled path failed: {type(exc).__name__}: {exc}", operation=type(exc).__name__,
             backend="compiled",
         ) from exc
+    finally:
+        TapeArray._budget = 1 << 62
     if isinstance(out, torch.Tensor):
         arr = TapeArray._from_tensor(out)
     elif isinstance(out, TapeArray):
