@@ -26,7 +26,7 @@ on the interpreted path they need an ``f`` that does not read ``t`` (members are
 ``f`` receives one scalar ``t``), otherwise the steps are shared and ``stats.notes`` says so.
 
 Failures: NaN/Inf raises :class:`~taylorsolve.errors.SolverError` (step and time).  When the step
-size collapses (``t + h == t``) or ``max_steps`` runs out, :class:`~taylorsolve.errors.StiffnessError`
+size collapses (``t + h == t``, or ``h`` below 1e-12 of the span) or ``max_steps`` runs out, :class:`~taylorsolve.errors.StiffnessError`
 gives ``t`` and ``h`` and says whether the problem looks stiff (the state barely changes per step, so
 stability, not accuracy, limits the step), pointing to implicit solvers (scipy's ``Radau``/``BDF``).
 """
@@ -53,6 +53,8 @@ _RULE_CODE = {"jorba_zou": 1, "heyoka": 2}
 _WINDOW = 50
 #: relative state change per step below which a collapsed solve "looks stiff"
 _STIFF_CHANGE = 1e-3
+#: steps below this fraction of the span count as collapsed (the solve would need > 1e12 steps)
+_MIN_STEP = 1e-12
 
 
 def auto_order(tol: float) -> int:
@@ -291,7 +293,7 @@ def _interpreted_shared(f, y0, t0, t1, order, backend, *, rtol, atol, event_ndim
         if last:
             t_next = t1
         else:
-            if not h > 1e-14 * max(1.0, abs(float(t))):
+            if not h > 1e-14 * max(1.0, abs(float(t))) or h < _MIN_STEP * span:
                 raise _stiffness_error("collapse", t=float(t), h=h, step=n, t1=float(t1), span=span,
                                        max_steps=max_steps, recent=torch.stack(ys[-_WINDOW:]),
                                        coeffs=torch.stack([c.detach() for c in coeffs]))
@@ -374,7 +376,7 @@ def _interpreted_per_trajectory(f, y0, t0, t1, order, backend, *, rtol, atol, ev
         h = step_sizes(coeffs, rtol, atol, event_ndim, rule).reshape(-1).clamp_max(h_cap)
         remaining = (float(t1) - ta).abs()
         last = (h >= remaining) | (remaining - h < 1e-12 * max(1.0, abs(float(t1))))
-        tiny = ~last & ~(h > 1e-14 * ta.abs().clamp_min(1.0))
+        tiny = ~last & (~(h > 1e-14 * ta.abs().clamp_min(1.0)) | (h < _MIN_STEP * span))
         if bool(tiny.any()):
             i = int(torch.nonzero(tiny)[0])
             m = int(active[i])
@@ -457,8 +459,8 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
         n = 0
         t = t0
         while True:
-            n, status = loop(coef, t, t1, y, order, code, rtol, atol, h_cap, max_steps, n, U, plan.K, ts, ys, cs, hs,
-                             check, chunk, dense, Cw, ylo)
+            n, status = loop(coef, t, t1, y, order, code, rtol, atol, h_cap, _MIN_STEP * span, max_steps, n, U, plan.K,
+                             ts, ys, cs, hs, check, chunk, dense, Cw, ylo)
             if status == 1:
                 bar.to(abs(ts[n] - t0) / span, n)
                 if n >= hs.shape[0]:
@@ -507,7 +509,8 @@ def _compiled_adaptive(plan, nd, f, y0, t0, t1, order, backend, *, rtol, atol, m
     rec_m, rec_t, rec_h, rec_c, rec_y = new_buffers()
     n_active, nrec = B, 0
     while True:
-        n_active, nrec, status = loop(coef, t1, order, code, rtol, atol, h_cap, max_steps, not per_traj, U, plan.K,
+        n_active, nrec, status = loop(coef, t1, order, code, rtol, atol, h_cap, _MIN_STEP * span, max_steps, not per_traj,
+                                      U, plan.K,
                                       slot_member, n_active, T, Y, steps, rec_m, rec_t, rec_h, rec_c, rec_y, nrec,
                                       check, chunk, hbuf, fail, dense, Cb, Ylo)
         if status == 1:

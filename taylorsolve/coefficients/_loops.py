@@ -86,8 +86,8 @@ def _advance(C, ns, order, s, y, ylo):
         y[i] = new
 
 
-def _adaptive1(coef, t, t1, y, order, rule, rtol, atol, h_cap, max_steps, n, U, K, ts, ys, cs, hs, check, chunk, dense,
-               Cw, ylo):
+def _adaptive1(coef, t, t1, y, order, rule, rtol, atol, h_cap, h_min, max_steps, n, U, K, ts, ys, cs, hs, check, chunk,
+               dense, Cw, ylo):
     """One trajectory from (t, y) at step n toward t1 (ts[n], ys[n] hold the start of step n)."""
     ns = y.shape[0]
     direction = 1.0 if t1 > t else -1.0
@@ -109,7 +109,7 @@ def _adaptive1(coef, t, t1, y, order, rule, rtol, atol, h_cap, max_steps, n, U, 
             tn = t1
             h = remaining
         else:
-            if not (h > 1e-14 * max(1.0, abs(t))):
+            if not (h > 1e-14 * max(1.0, abs(t))) or h < h_min:
                 hs[n] = h
                 return n, 3
             tn = t + direction * h
@@ -156,7 +156,8 @@ def _fixed(coef, grid, Y, order, n, U, K, ys, cs, dense, check, bad, Cw, Ylo):
     return n, 0
 
 
-def _adaptiveB(coef, t1, order, rule, rtol, atol, h_cap, max_steps, shared, U, K, slot_member, n_active, T, Y, steps,
+def _adaptiveB(coef, t1, order, rule, rtol, atol, h_cap, h_min, max_steps, shared, U, K, slot_member, n_active, T, Y,
+               steps,
                rec_m, rec_t, rec_h, rec_c, rec_y, nrec, check, chunk, hbuf, fail, dense, Cb, Ylo):
     """Per-trajectory (or shared) adaptive steps for a batch, in lockstep over the active members.
 
@@ -198,7 +199,7 @@ def _adaptiveB(coef, t1, order, rule, rtol, atol, h_cap, max_steps, shared, U, K
                 tn = t1
                 h = remaining
             else:
-                if not (h > 1e-14 * max(1.0, abs(t))):
+                if not (h > 1e-14 * max(1.0, abs(t))) or h < h_min:
                     fail[0] = slot_member[s]
                     fail[1] = steps[slot_member[s]]
                     hbuf[0] = h
@@ -277,9 +278,10 @@ def _signature(name: str, dtype: str):
     tup2 = nt.UniTuple(i64, 2)
     tup3 = nt.UniTuple(i64, 3)
     sigs = {
-        "adaptive1": tup2(F, f64, f64, a1, i64, i64, f64, f64, f64, i64, i64, a2, d1, d1, a2, a3, d1, b1, i64, b1, a2, a1),
+        "adaptive1": tup2(F, f64, f64, a1, i64, i64, f64, f64, f64, f64, i64, i64, a2, d1, d1, a2, a3, d1, b1, i64, b1, a2,
+                          a1),
         "fixed": tup2(F, d1, a2, i64, i64, a2, d1, a3, a4, b1, b1, i1, a2, a2),
-        "adaptiveB": tup3(F, f64, i64, i64, f64, f64, f64, i64, b1, a2, d1, i1, i64, d1, a2, i1, i1, d1, d1, a3, a2,
+        "adaptiveB": tup3(F, f64, i64, i64, f64, f64, f64, f64, i64, b1, a2, d1, i1, i64, d1, a2, i1, i1, d1, d1, a3, a2,
                           i64, b1, i64, d1, i1, b1, a3, a2),
         "coefficients": i64(F, f64, a2, i64, a2, d1, a3),
     }
