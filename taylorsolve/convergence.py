@@ -66,7 +66,7 @@ def empirical_order(
     steps: Sequence[int] = (8, 16, 32, 64),
     *,
     order: int = 2,
-    backend: str | CoefficientBackend = "autodiff",
+    backend: str | CoefficientBackend = "auto",
     backend_options: Mapping[str, Any] | None = None,
     solver: Callable[[torch.Tensor], torch.Tensor] | None = None,
     grid: Callable[[int], torch.Tensor] | None = None,
@@ -94,11 +94,23 @@ def empirical_order(
 
     callable_ref = callable(reference)
     y_end = reference(torch.tensor(t1, dtype=torch.float64)) if callable_ref else reference
+    if not isinstance(y_end, torch.Tensor):
+        try:
+            y_end = torch.as_tensor(y_end, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TaylorSolveError(f"the reference must be a tensor or a callable t -> y(t), got {type(y_end).__name__}") from exc
     hs, gerrs, lerrs, lhs = [], [], [], []
     for n in steps:
         g = grid(int(n))
         hs.append(abs(t1 - t0) / int(n))
-        gerrs.append(_max_abs(solver(g) - y_end))
+        y_n = solver(g)
+        if y_end.shape != y_n.shape:
+            what = "reference(t1)" if callable_ref else "the reference"
+            raise TaylorSolveError(
+                f"{what} has shape {tuple(y_end.shape)} but the solver's state has shape {tuple(y_n.shape)}; "
+                "pass y(t1) shaped like y0 (or a callable t -> y(t))"
+            )
+        gerrs.append(_max_abs(y_n - y_end))
         if local and callable_ref:
             one = g[:2]
             lhs.append(abs(float(one[1] - one[0])))

@@ -1,4 +1,5 @@
-"""Taylor-coefficient backends: symbolic, autodiff, Taylor-mode, finite difference, supplied."""
+"""Taylor-coefficient backends: auto (default), Taylor-mode (interpreted and compiled), autodiff, symbolic,
+finite difference, supplied."""
 from __future__ import annotations
 
 import importlib
@@ -23,7 +24,7 @@ __all__ = [
 
 # Built-in backend modules register themselves on import.  They are imported lazily so that, e.g.,
 # SymPy is not imported by users who never ask for the symbolic backend.
-_BUILTIN_MODULES = ("autodiff", "supplied", "finite_difference", "symbolic", "taylor_mode")
+_BUILTIN_MODULES = ("autodiff", "supplied", "finite_difference", "symbolic", "taylor_mode", "auto")
 _loaded = False
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch.func import jvp
 
+from ..errors import check_rhs_output
 from .base import RHS, CoefficientBackend, register_backend
 
 __all__ = ["AutodiffBackend", "horner"]
@@ -48,13 +49,31 @@ def _nested_derivative(g: Callable[[torch.Tensor], torch.Tensor], k: int) -> Cal
 
 
 class AutodiffBackend(CoefficientBackend):
-    """``backend="autodiff"``: coefficients by nested ``torch.func.jvp`` (any differentiable torch ``f``)."""
+    """``backend="autodiff"``: coefficients by nested ``torch.func.jvp`` (any differentiable torch ``f``).
+
+    Derivative leaks: the first evaluation of ``f`` after :meth:`reset` (once per solve) runs under
+    :class:`~taylorsolve.coefficients.leaks.LeakDetector` when derivatives are needed (order >= 2), so
+    an ``f`` that calls ``float()``, ``detach()``, ``tolist()`` or NumPy on values computed from ``y``
+    raises :class:`~taylorsolve.errors.DerivativeLeakError` instead of returning silently wrong
+    coefficients.  No extra evaluation of ``f`` is made.
+    """
 
     name = "autodiff"
+
+    def reset(self) -> None:
+        super().reset()
+        self._leak_checked = False
 
     def coefficients(
         self, f: RHS, t: torch.Tensor, y: torch.Tensor, order: int, *, f0: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
+        if f0 is None and order >= 2 and not getattr(self, "_leak_checked", False):
+            from .leaks import check_no_leak
+
+            out = check_no_leak(f, t, y)
+            self.counters.f_evals += 1
+            f0 = check_rhs_output(out, y)
+            self._leak_checked = True
         if f0 is None:
             f0 = self.eval_f(f, t, y)
         coeffs = [y, f0]

@@ -124,4 +124,46 @@ def get_backend(backend: str | CoefficientBackend, **options: Any) -> Coefficien
         raise TaylorSolveError(
             f"unknown backend {backend!r}; available backends: {', '.join(sorted(_REGISTRY))}"
         )
-    return _REGISTRY[backend](**options)
+    factory = _REGISTRY[backend]
+    valid = backend_option_names(factory)
+    if valid is not None:
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise TaylorSolveError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for backend "
+                f"{backend!r}; valid options: {', '.join(valid) if valid else '(none)'}"
+            )
+    return factory(**options)
+
+
+_OPTION_NAMES: dict[Any, list[str] | None] = {}
+
+
+def backend_option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword options a backend factory accepts (None if it takes ``**kwargs``)."""
+    try:
+        return _OPTION_NAMES[factory]
+    except (KeyError, TypeError):
+        pass
+    names = _option_names(factory)
+    try:
+        _OPTION_NAMES[factory] = names
+    except TypeError:  # unhashable factory
+        pass
+    return names
+
+
+def _option_names(factory: Callable[..., Any]) -> list[str] | None:
+    import inspect
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+    names = []
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY) and p.name != "self":
+            names.append(p.name)
+    return names

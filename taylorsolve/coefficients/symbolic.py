@@ -224,6 +224,20 @@ class Derivation:
             out = f(t_arr, y)
         except SymbolicBackendError:
             raise
+        except TypeError as exc:
+            if "Cannot convert" in str(exc):  # SymPy's Expr.__float__/__int__: f turned a traced value into a number
+                from .._symbolic_array import SymbolicLeakError
+
+                raise SymbolicLeakError(
+                    f"f converts a symbolic value to a number ({exc}; e.g. via tolist() / numpy() and torch.tensor): "
+                    "the symbolic backend cannot trace that, and derivative-based backends would silently lose the "
+                    "derivatives. Write f with torch operations only.",
+                    operation="a conversion to a number",
+                ) from exc
+            raise SymbolicBackendError(
+                f"calling f(t, y) with symbolic arguments (state shape {event_shape}) failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         except Exception as exc:  # f failed on symbolic input: say so, keep the cause
             raise SymbolicBackendError(
                 f"calling f(t, y) with symbolic arguments (state shape {event_shape}) failed: "
