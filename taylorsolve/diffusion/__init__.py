@@ -96,6 +96,7 @@ __all__ = [
 
 from . import processes, providers, registry
 from .processes import DiffusionProcess, ScalarProcess, get_process
+from .cld import CLD
 from .boundary import DiffusionModel, from_diffusers, from_edm
 from .providers import AutodiffTerms, DerivativeProvider, autodiff_terms, get_provider
 from .registry import Sampler, available_methods, canonical_method, get_sampler, register
@@ -109,6 +110,7 @@ __all__ += [
     "DiffusionProcess",
     "ScalarProcess",
     "get_process",
+    "CLD",
     "DiffusionModel",
     "from_diffusers",
     "from_edm",
