@@ -204,6 +204,7 @@ class CLD(DiffusionProcess):
         self.name = name or f"cld[{factor}]"
         self._coords: dict[str, Coordinates] = {}
         self._theta_memo: dict[float, float] = {}
+        self._cov_memo: dict[float, tuple[torch.Tensor, ...]] = {}
 
     def __repr__(self) -> str:
         return (f"CLD(M={self.M!r}, beta={self.beta!r}, gamma={self.gamma!r}, factor={self.factor!r}"
@@ -298,6 +299,20 @@ class CLD(DiffusionProcess):
             t = as_time_tensor(t)
             if is_transformed(t) or t.requires_grad:
                 return self._cov_jet(t, x_var)
+            if t.ndim == 0 and t.device.type == "cpu":          # fast path: numpy, memoised for the kernel
+                key = float(t)
+                if x_var is None:
+                    hit = self._cov_memo.get(key)
+                    if hit is not None:
+                        return hit
+                xv = x_var.detach().cpu().numpy() if isinstance(x_var, torch.Tensor) else x_var
+                out = tuple(torch.as_tensor(np.asarray(v, dtype=np.float64))
+                            for v in np.broadcast_arrays(*self._cov_plain(np.float64(key), xv)))
+                if x_var is None:
+                    if len(self._cov_memo) > 8192:
+                        self._cov_memo.clear()
+                    self._cov_memo[key] = out
+                return out
         return self._cov_plain(t, x_var)
 
     def _cov_plain(self, t: Any, x_var: Any = None) -> tuple[Any, Any, Any, Any]:
@@ -305,6 +320,8 @@ class CLD(DiffusionProcess):
         s0 = self.x_var if x_var is None else x_var
         if xp is torch and not isinstance(s0, torch.Tensor):
             s0 = torch.as_tensor(float(s0), dtype=F64)
+        if xp is np:
+            s0 = np.asarray(s0, dtype=np.float64)
         gm = self.gamma * self.M
         c, b, M = self.c, self.beta, self.M
         qxx, qxv, qvv, qdet = self.noise_cov_parts(t)
