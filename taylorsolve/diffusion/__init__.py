@@ -5,6 +5,9 @@ sampler registry with GENIE and its peers, NFE budgets, guidance, encoding.
 Conventions (GENIE paper, sec. 2 and app. A): time runs from data (t = 0) to noise (t = 1);
 ``gamma = sigma / alpha``; ``xbar = x / alpha = x sqrt(1 + gamma^2)`` (VP); the DDIM ODE
 ``d xbar / d gamma = eps`` (eq. (6)).  All time quantities are float64.
+
+A second process, critically-damped Langevin diffusion (:class:`CLD`, :mod:`taylorsolve.diffusion.cld`),
+runs through the same loop; the gDDIM units (:mod:`taylorsolve.diffusion.samplers.gddim`) serve every process.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_kernel_mean_and_covariance_match_the_moment_odes(x_var):
 def test_covariance_closed_forms_have_no_cancellation_at_small_t():
     """Against 60-digit mpmath of thesis eq. (2.34)-(2.36) (x_var = 0): relative 1e-13 down to t = 1e-6."""
     mp.mp.dps = 60
-    M, G, b, gm = mp.mpf("0.25"), mp.mpf(1), mp.mpf(4), mp.mpf("0.04") * mp.mpf("0.25")
+    G, b, gm = mp.mpf(1), mp.mpf(4), mp.mpf("0.04") * mp.mpf("0.25")          # Gamma = 2 sqrt(M), M = 0.25
     for t in ("1e-6", "1e-4", "1e-2", "0.5"):
         B = b * mp.mpf(t)
         e = mp.e ** (-4 * B / G)

@@ -145,3 +145,39 @@ def test_gddim_ttm_autodiff_costs_one_jvp_and_is_second_order_on_vp():
     errs = [float((sample(eps_gauss, X1, n, method="gddim-ttm").x - exact_gauss(X1, time_grid("quadratic", n, SCH)))
                   .abs().max()) for n in (16, 32)]
     assert math.log2(errs[0] / errs[1]) == pytest.approx(2.0, abs=0.3)
+
+
+@pytest.mark.parametrize("name", ["ve", "edm", "vp-cosine"])
+def test_gddim_is_ddim_on_every_scalar_process(name):
+    proc = get_process(name)
+    sch = proc.schedule
+
+    def eps(x, t):
+        a, s = sch.alpha(t), sch.sigma(t)
+        return s * (x - a * M) / (a * a * S * S + s * s)
+
+    x1 = proc.prior_sample((3, 2), dtype=F64, generator=torch.Generator().manual_seed(0))
+    a = sample(eps, x1, 8, method="ddim", process=proc).x
+    b = sample(eps, x1, 8, method="gddim", process=proc).x
+    assert float((a - b).abs().max()) < 1e-13 * max(1.0, float(a.abs().max()))
+
+
+def test_cld_knobs_and_nfe():
+    """AFS (analytic eps of unit-variance data) saves one NFE, denoising (thesis eq. (2.177)) costs one."""
+    proc = CLD(data_channels=1)
+    calls = []
+
+    def model(u, t):
+        calls.append(1)
+        return proc.analytic_eps(u, t)          # the eps of N(0, 1) data: a valid model of that data
+
+    u1 = proc.prior_sample((5, 2), dtype=F64, generator=torch.Generator().manual_seed(1))
+    r = sample(model, u1, 6, method="gddim", order=2, process=proc, afs=True, denoise=True)
+    assert r.stats.nfe == len(calls) == 6 and r.stats.afs_saved == 1 and r.stats.denoise_nfe == 1
+    x, v = proc.split(r.x)
+    assert bool((v == 0).all()) and bool(torch.isfinite(x).all())
+    calls.clear()
+    r = sample(model, u1, 6, method="sscs", process=proc, generator=torch.Generator().manual_seed(0))
+    assert r.stats.nfe == len(calls) == 6
+    with pytest.raises(TaylorSolveError, match="afs"):
+        sample(model, u1, 6, method="sscs", process=proc, afs=True, generator=torch.Generator())

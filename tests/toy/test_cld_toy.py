@@ -174,3 +174,20 @@ def test_euler_maruyama_lambda_zero_is_euler_on_the_probability_flow():
     a = sample(cm, u1, 5, method="euler-maruyama", lam=0.0, process=cm.process, generator=torch.Generator())
     b = sample(cm, u1, 5, method="ttm-pf", order=1, derivative="zero", process=cm.process)
     assert float((a.x - b.x).abs().max()) < 1e-12
+
+
+def test_cld_experiment_writes_its_tables(tmp_path):
+    """python -m toy cld, the cheapest part: gDDIM's and DEIS's first orders coincide (both are DDIM on VP)."""
+    import csv
+
+    from toy.experiments import cld as exp
+
+    res = exp.run(tmp_path, n=16, quiet=True, parts=["vp_deis"])
+    rows = list(csv.DictReader(open(tmp_path / "cld" / "cld_vp_deis.csv")))
+    assert len(rows) == 18
+    first = {(r["method"], r["nfe"]): float(r["error"]) for r in rows if r["q"] == "1"}
+    for nfe in ("10", "20", "50"):
+        assert first[("gddim", nfe)] == pytest.approx(first[("deis", nfe)], rel=1e-10)
+    assert "vp_deis" in res["summary"]["text"]
+    assert (tmp_path / "cld" / "cld_summary.json").exists()
+    assert not list((tmp_path / "cld").glob(".*.tmp"))                   # atomic writes leave no temporaries

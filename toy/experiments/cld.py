@@ -27,7 +27,6 @@ Critically-damped Langevin diffusion (thesis ch. 2; :class:`taylorsolve.diffusio
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
