@@ -5,6 +5,9 @@ sampler registry with GENIE and its peers, NFE budgets, guidance, encoding.
 Conventions (GENIE paper, sec. 2 and app. A): time runs from data (t = 0) to noise (t = 1);
 ``gamma = sigma / alpha``; ``xbar = x / alpha = x sqrt(1 + gamma^2)`` (VP); the DDIM ODE
 ``d xbar / d gamma = eps`` (eq. (6)).  All time quantities are float64.
+
+A second process, critically-damped Langevin diffusion (:class:`CLD`, :mod:`taylorsolve.diffusion.cld`),
+runs through the same loop; the gDDIM units (:mod:`taylorsolve.diffusion.samplers.gddim`) serve every process.
 """
 from __future__ import annotations
 
@@ -96,6 +99,7 @@ __all__ = [
 
 from . import processes, providers, registry
 from .processes import DiffusionProcess, ScalarProcess, get_process
+from .cld import CLD
 from .boundary import DiffusionModel, from_diffusers, from_edm
 from .providers import AutodiffTerms, DerivativeProvider, autodiff_terms, get_provider
 from .registry import Sampler, available_methods, canonical_method, get_sampler, register
@@ -109,6 +113,7 @@ __all__ += [
     "DiffusionProcess",
     "ScalarProcess",
     "get_process",
+    "CLD",
     "DiffusionModel",
     "from_diffusers",
     "from_edm",

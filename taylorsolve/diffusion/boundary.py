@@ -39,7 +39,7 @@ from ..errors import SolverError, TaylorSolveError
 from .cost import SampleStats
 from .forward_ad import is_transformed, math_attention
 from .parameterization import PARAMETERIZATIONS, broadcast_to_x
-from .processes import DiffusionProcess, ScalarProcess, get_process, vp_discrete
+from .processes import DiffusionProcess, ScalarProcess, get_process, known_parameterizations, vp_discrete
 from .schedules import DiscreteVPSchedule, as_time_tensor
 
 __all__ = [
@@ -105,9 +105,11 @@ class DiffusionModel:
             raise TaylorSolveError("DiffusionModel(net): net is already a DiffusionModel")
         if not callable(net):
             raise TaylorSolveError(f"the model must be callable net(x, t), got {type(net).__name__}")
-        if parameterization not in MODEL_PARAMETERIZATIONS:
+        if parameterization not in MODEL_PARAMETERIZATIONS and parameterization not in known_parameterizations():
+            extra = [p for p in known_parameterizations() if p not in MODEL_PARAMETERIZATIONS]
             raise TaylorSolveError(
                 f"unknown parameterization {parameterization!r}; use one of {', '.join(MODEL_PARAMETERIZATIONS)}"
+                + (f" (or a process's own: {', '.join(extra)})" if extra else "")
             )
         if time is None:
             time = "sigma" if parameterization == "edm" else "continuous"
@@ -278,6 +280,12 @@ class ModelBoundary:
             raise TaylorSolveError("a discrete-time model needs its own discrete process; do not pass another process")
         if self.model.parameterization == "edm" and not isinstance(self.process, ScalarProcess):
             raise TaylorSolveError("an EDM denoiser needs a process with scalar (alpha, sigma) coefficients")
+        par = self.model.parameterization
+        if par != "edm" and par not in self.process.parameterizations:
+            raise TaylorSolveError(
+                f"process {self.process.name!r} does not take parameterization {par!r}; "
+                f"it takes {', '.join(self.process.parameterizations)}"
+            )
 
     @property
     def calls_per_eval(self) -> int:

@@ -51,7 +51,8 @@ def encode(
 
     ``grid``/``steps``/``nfe``/``t_cutoff`` describe the same grid as for :func:`sample` (named grids are
     reversed; a tensor grid may be given in either direction).  ``diffuse=True`` first replaces ``x``
-    by ``alpha x + sigma eps`` at ``t_cutoff`` (``eps`` from ``generator``), as in the paper.  Any
+    by a sample of the forward kernel at ``t_cutoff`` (``alpha x + sigma eps`` for scalar processes, eq. (1);
+    :meth:`~taylorsolve.diffusion.processes.DiffusionProcess.perturb`), ``eps`` from ``generator``, as in the paper.  Any
     deterministic method works.  Returns a :class:`SampleResult` whose ``x`` is the latent and whose
     ``times`` increase.
     """
@@ -70,10 +71,7 @@ def encode(
     stats.overhead = ov
     stats.extra["direction"] = "encode"
     if diffuse:
-        t0 = times[0]
-        noise = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-        alpha, sigma = proc.marginal_params(t0)  # eq. (1)
-        x = alpha.to(x.dtype) * x + sigma.to(x.dtype) * noise
+        x = proc.perturb(x, times[0], generator=generator)  # eq. (1) for scalar processes
     coords = proc.coordinates(sampler.coordinates)
     with torch.no_grad(), forward_ad_safe(dm.module), _Timer(stats):
         ctx = RunContext(process=proc, coords=coords, boundary=boundary, stats=stats, t=times,

@@ -21,7 +21,12 @@ kind         state ``y``                    solver time ``s``           ``dy/ds`
 ``"ddim"``   ``xbar = x / alpha_t``         ``gamma = sigma_t/alpha_t`` ``eps(x, t)``, the DDIM ODE (eq. (6))
 ``"pf"``     ``x``                          ``t``                       ``f(t) x + g(t)^2 eps / (2 sigma_t)`` (eq. (4))
 ``"sde"``    ``x``                          ``t``                       reverse-SDE drift ``f x + g^2 eps / sigma`` (eq. (3)); :meth:`Coordinates.diffusion` ``= g``
+``"ei"``     ``xbar = x / alpha_t``         ``t``                       ``(d gamma/dt) eps``: gDDIM's exponential-integrator form (gDDIM eq. (16))
 ============ ============================== =========================== ==========================================
+
+The ``"ei"`` kind is what the gDDIM units step in on *every* process (:mod:`taylorsolve.diffusion.cld`
+gives CLD its own): a state ``y = Psi(0, t) x`` and a weight ``B_t`` with ``dy/dt = B_t eps``, so that one
+step with eps frozen is ``y' = y + (P(t') - P(t)) eps`` (``P = gamma`` here: DDIM).
 
 All time quantities are float64 and every map is built from differentiable torch operations, so the
 right-hand sides can be differentiated in ``s`` and ``y`` by the core's forward-mode backends (eq. (12)).
@@ -57,6 +62,7 @@ __all__ = [
     "ve",
     "edm",
     "get_process",
+    "known_parameterizations",
     "PROCESS_NAMES",
 ]
 
@@ -91,6 +97,15 @@ class Coordinates(abc.ABC):
     @abc.abstractmethod
     def velocity(self, eps: torch.Tensor, y: torch.Tensor, s: Any, t: Any) -> torch.Tensor:
         """``dy/ds`` given the model's eps at ``(x(y), t)``."""
+
+    def noise(self, z: torch.Tensor, t: Any, dt: Any) -> torch.Tensor:
+        """``G(t) sqrt(dt) z``: the noise of one SDE step of length ``dt > 0`` from a standard normal ``z``
+        (``"sde"`` coordinates; scalar processes: ``g(t) sqrt(dt) z``, CLD: only the velocity is noisy)."""
+        g = getattr(self, "diffusion", None)
+        if g is None:
+            raise TaylorSolveError(f"{self.kind!r} coordinates of {self.process.name!r} have no SDE noise")
+        t = as_time_tensor(t)
+        return torch.as_tensor(g(t) * torch.sqrt(as_time_tensor(dt)), dtype=torch.float64).to(z.dtype) * z
 
     def rhs(self, eps_fn: EpsFn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The core right-hand side ``f(s, y) = dy/ds`` with ``eps = eps_fn(x, t)``; differentiable in ``s, y``."""
@@ -183,10 +198,68 @@ class _ScalarTime(Coordinates):
         return torch.sqrt(self.schedule.g2(as_time_tensor(t)))
 
 
+class _ScalarEI(Coordinates):
+    r"""``(xbar, t)``: gDDIM's exponential-integrator form ``d xbar / dt = (d gamma / dt) eps`` (gDDIM eq. (16)).
+
+    ``Psi(0, t) = 1 / alpha_t``, ``B_t = Psi(0, t) 1/2 g^2 / sigma_t = d gamma / dt`` and ``P(t) = gamma_t``
+    (gDDIM app. B.1.3: eq. (16) is DDIM); the gDDIM units use :meth:`weight`, :meth:`antiderivative`,
+    :meth:`apply` and :meth:`stochastic_step`.
+    """
+
+    kind = "ei"
+
+    def __init__(self, process: "ScalarProcess") -> None:
+        super().__init__(process)
+        self.schedule = process.schedule
+
+    def s_of_t(self, t: Any) -> torch.Tensor:
+        return as_time_tensor(t)
+
+    def t_of_s(self, s: Any) -> torch.Tensor:
+        return as_time_tensor(s)
+
+    def to_state(self, x: torch.Tensor, t: Any, s: Any = None) -> torch.Tensor:
+        return x / broadcast_to_x(self.schedule.alpha(as_time_tensor(t)), x)
+
+    def to_x(self, y: torch.Tensor, t: Any, s: Any = None) -> torch.Tensor:
+        return y * broadcast_to_x(self.schedule.alpha(as_time_tensor(t)), y)
+
+    def velocity(self, eps, y, s, t):
+        return broadcast_to_x(self.schedule.dgamma_dt(as_time_tensor(t)), eps) * eps
+
+    def weight(self, t: Any) -> torch.Tensor:
+        """``B_t = d gamma / dt`` (float64, the shape of ``t``)."""
+        return self.schedule.dgamma_dt(as_time_tensor(t))
+
+    def antiderivative(self, t: Any) -> torch.Tensor:
+        """``P(t) = gamma_t``."""
+        return self.schedule.gamma(as_time_tensor(t))
+
+    def apply(self, w: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(w, dtype=torch.float64).to(dtype=eps.dtype, device=eps.device) * eps
+
+    def stochastic_step(self, t_from: float, t_to: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``(A, N)`` with ``xbar' = xbar + A eps + N z``: gDDIM eq. (20)-(21) for a scalar process.
+
+        ``Psi_hat(t, s) = (sigma_t / sigma_s)(gamma_t / gamma_s)^{lam^2}`` and ``P_st = sigma_t^2 (1 - (gamma_t/gamma_s)^{2 lam^2})``
+        (gDDIM Theorem 1, eq. (57)-(61), in ``gamma``), so ``A = gamma_t (gamma_t/gamma_s)^{lam^2} - gamma_s`` and
+        ``N = gamma_t sqrt(1 - (gamma_t/gamma_s)^{2 lam^2})``; ``lam = 0`` is DDIM.
+        """
+        gs = float(self.schedule.gamma(as_time_tensor(t_from)))
+        gt = float(self.schedule.gamma(as_time_tensor(t_to)))
+        lam2 = float(lam) ** 2
+        log_r = math.log(gt / gs)
+        A = gt * math.exp(lam2 * log_r) - gs
+        N = gt * math.sqrt(max(-math.expm1(2.0 * lam2 * log_r), 0.0))
+        return torch.tensor(A, dtype=torch.float64), torch.tensor(N, dtype=torch.float64)
+
+
 class DiffusionProcess(abc.ABC):
     """Base class: a forward diffusion process and everything samplers need from it (module docstring)."""
 
     name: str = "process"
+    #: the network parameterisations :meth:`to_eps` accepts
+    parameterizations: tuple[str, ...] = PARAMETERIZATIONS
 
     @abc.abstractmethod
     def coordinates(self, kind: str) -> Coordinates:
@@ -216,6 +289,10 @@ class DiffusionProcess(abc.ABC):
 
     def check_state(self, x: torch.Tensor, name: str = "x") -> None:
         """Raise :class:`TaylorSolveError` if ``x`` cannot be a state of this process (shape rules)."""
+
+    def perturb(self, x0: torch.Tensor, t: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A sample of the forward transition ``p(x_t | x_0)`` from a state ``x_0`` at ``t = 0`` (encoding, app. F.4)."""
+        raise TaylorSolveError(f"process {self.name!r} cannot perturb a state (no forward kernel)")
 
     def supports(self, kind: str) -> bool:
         return kind in self.coordinate_kinds
@@ -250,12 +327,14 @@ class ScalarProcess(DiffusionProcess):
 
     @property
     def coordinate_kinds(self) -> tuple[str, ...]:
-        return ("ddim", "pf", "sde")
+        return ("ddim", "pf", "sde", "ei")
 
     def coordinates(self, kind: str) -> Coordinates:
         if kind not in self._coords:
             if kind == "ddim":
                 self._coords[kind] = _ScalarDDIM(self)
+            elif kind == "ei":
+                self._coords[kind] = _ScalarEI(self)
             elif kind in ("pf", "sde"):
                 self._coords[kind] = _ScalarTime(self, kind)
             else:
@@ -279,6 +358,12 @@ class ScalarProcess(DiffusionProcess):
             raise TaylorSolveError(f"unknown parameterization {parameterization!r}; use one of {', '.join(PARAMETERIZATIONS)}")
         alpha, sigma = self.marginal_params(t)
         return to_eps(pred, parameterization, x, alpha, sigma)
+
+    def perturb(self, x0, t, generator=None):
+        """``alpha_t x_0 + sigma_t eps`` (eq. (1)), ``eps`` from ``generator``."""
+        noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
+        alpha, sigma = self.marginal_params(t)  # eq. (1)
+        return alpha.to(x0.dtype) * x0 + sigma.to(x0.dtype) * noise
 
     def predict_x0(self, x, eps, t):
         alpha, sigma = self.marginal_params(t)
@@ -328,7 +413,13 @@ def edm(sigma_min: float = 0.002, sigma_max: float = 80.0) -> ScalarProcess:
     return ScalarProcess(sched, prior_std=sigma_max, name="edm")
 
 
-_PROCESSES: dict[str, Callable[[], ScalarProcess]] = {
+def _cld() -> DiffusionProcess:
+    from .cld import CLD
+
+    return CLD()
+
+
+_PROCESSES: dict[str, Callable[[], DiffusionProcess]] = {
     "vp": vp_linear,
     "vp-linear": vp_linear,
     "linear": vp_linear,
@@ -336,10 +427,23 @@ _PROCESSES: dict[str, Callable[[], ScalarProcess]] = {
     "cosine": vp_cosine,
     "ve": ve,
     "edm": edm,
+    "cld": _cld,
 }
 
 #: names accepted by :func:`get_process`
 PROCESS_NAMES = tuple(_PROCESSES)
+
+
+def known_parameterizations() -> tuple[str, ...]:
+    """Every network parameterisation some process class accepts (``DiffusionProcess.parameterizations``)."""
+    seen: dict[str, None] = {}
+    stack = [DiffusionProcess]
+    while stack:
+        cls = stack.pop()
+        for p in getattr(cls, "parameterizations", ()):
+            seen.setdefault(p, None)
+        stack.extend(cls.__subclasses__())
+    return tuple(seen)
 
 
 def get_process(spec: Any = None) -> DiffusionProcess:

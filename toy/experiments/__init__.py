@@ -7,21 +7,24 @@ and writes a PNG and a CSV (plus a JSON summary) into ``out`` atomically:
 * :mod:`~toy.experiments.single_step` -- single-step error vs step size, DDIM / GENIE / TTM-3 (Fig. 3 top, 10).
 * :mod:`~toy.experiments.fd_error` -- finite-difference d eps/d gamma error (Fig. 3 bottom).
 * :mod:`~toy.experiments.global_error` -- global error and quality vs NFE for every sampler.
+* :mod:`~toy.experiments.cld` -- critically-damped Langevin diffusion and gDDIM (Prop. 4, L vs R, lambda,
+  every CLD sampler vs NFE with GENIE on CLD, HSM-trained models); results in ``<out>/cld/``.
 
 Command line: ``python -m toy <name|all> [--out DIR] [--full]``.
 """
 from __future__ import annotations
 
-from . import fd_error, global_error, metrics, samples, single_step
+from . import cld, fd_error, global_error, metrics, samples, single_step
 
 EXPERIMENTS = {
     "samples": samples.run,
     "single_step": single_step.run,
     "fd_error": fd_error.run,
     "global_error": global_error.run,
+    "cld": cld.run,
 }
 
-__all__ = ["EXPERIMENTS", "metrics", "samples", "single_step", "fd_error", "global_error", "summarize"]
+__all__ = ["EXPERIMENTS", "metrics", "samples", "single_step", "fd_error", "global_error", "cld", "summarize"]
 
 
 def summarize(results: dict) -> str:
@@ -59,6 +62,9 @@ def summarize(results: dict) -> str:
         rc = s["derivative_relative_cost"]
         lines.append("  derivative cost relative to one eps evaluation: "
                      + ", ".join(f"{k} {v:.2f}" for k, v in rc.items()))
+    if "cld" in results:
+        lines.append("cld (critically-damped Langevin diffusion, gDDIM; details in cld/cld_summary.json):")
+        lines.append(results["cld"]["summary"]["text"])
     checks = {}
     for name, r in results.items():
         for k, v in r["summary"].get("checks", {}).items():

@@ -6,6 +6,7 @@ built-in methods, :func:`taylorsolve.diffusion.registry.available_methods` every
 from __future__ import annotations
 
 from . import taylor, pndm, heun, dpm_solver, deis, unipc, stochastic, adaptive  # noqa: F401,I001  (registration order)
+from . import gddim, sscs  # noqa: F401,I001  (gDDIM for every process; SSCS for CLD)
 from ..registry import available_methods, canonical_method, get_sampler
 
 #: the built-in methods (in registration order)
