@@ -1,7 +1,7 @@
 r"""Gaussian mixtures whose diffused densities, scores and DDIM-ODE derivatives are known exactly.
 
-Diffusion conventions (GENIE paper, sec. 2 and app. A; ``../shared/NOTES.md``)
-------------------------------------------------------------------------------
+Diffusion conventions (GENIE paper, sec. 2 and app. A; ``docs/CONVENTIONS.md``)
+-------------------------------------------------------------------------------
 VP diffusion ``x_t = alpha_t x_0 + sigma_t eps`` with ``eps ~ N(0, I)``; time runs from data (t = 0)
 to noise (t = 1).  ``gamma_t = sigma_t / alpha_t`` and ``xbar_t = x_t / alpha_t = x_t sqrt(1 + gamma_t^2)``
 (VP: ``alpha = 1/sqrt(1+gamma^2)``, ``sigma = gamma/sqrt(1+gamma^2)``).

@@ -7,7 +7,7 @@
 
    For any schedule ``x = alpha x0 + sigma eps`` gives ``x / alpha = x0 + gamma eps``; the ODE holds
    for general (not only VP) schedules.  The schedule enters only through ``t(gamma)``, the time
-   argument of the model (NOTES: in (xbar, gamma) coordinates the ODE does not depend on beta).
+   argument of the model (docs/CONVENTIONS.md: in (xbar, gamma) coordinates the ODE does not depend on beta).
    DDIM is Euler's method on it; GENIE the second truncated Taylor method (eq. (9)).
 
 2. The probability-flow ODE (eq. (4), (17)/(18)), for a general schedule with forward SDE

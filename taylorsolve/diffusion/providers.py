@@ -235,7 +235,7 @@ class LearnedProvider(DerivativeProvider):
 
     The head receives ``x_t`` (not ``xbar``), ``t`` (float64 0-d tensor) and the model's
     ``eps_theta(x_t, t)`` (the paper's choice; the released training code fed the true noise during
-    distillation, see NOTES).  It gives only the first derivative, so TTM order <= 2.
+    distillation, see docs/CONVENTIONS.md).  It gives only the first derivative, so TTM order <= 2.
     """
 
     name = "learned"

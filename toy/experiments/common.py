@@ -1,6 +1,6 @@
 """Shared pieces of the toy experiments: fast exact derivatives, reference solves, output helpers.
 
-Conventions follow ``../shared/NOTES.md`` and the GENIE paper: the DDIM ODE ``d xbar / d gamma = eps``
+Conventions follow ``docs/CONVENTIONS.md`` and the GENIE paper: the DDIM ODE ``d xbar / d gamma = eps``
 (eq. (6)) in ``(xbar, gamma)`` coordinates, ``x = xbar / sqrt(1 + gamma^2)`` (VP).
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ Distillation (Alg. 1) regresses on the autodiff target, eq. (12) with its ``+`` 
     d eps_theta / d gamma = JVP_s + JVP_t,
     JVP_s = (d eps_theta/d x) (eps_theta/sqrt(1+gamma^2) - gamma x/(1+gamma^2)),   JVP_t = (d eps_theta/d t) dt/d gamma
 
-(Alg. 1 writes ``JVP_s - JVP_t``: a typo, see ``../shared/NOTES.md``), computed as **one**
+(Alg. 1 writes ``JVP_s - JVP_t``: a typo, see ``docs/PAPER_ERRATA.md``), computed as **one**
 ``torch.func.jvp`` of the frozen teacher with the tangent pair ``(dx/dgamma, dt/dgamma)`` (eq. (11)),
 with the loss of eq. (15), ``g_d(t) = gamma_t^2`` (``weighting=False``: ``g_d = 1``, the ablation
 "no gamma^2 weighting").
@@ -80,7 +80,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Freeze the teacher: eval mode, ``requires_grad=False`` on every parameter (NOTES: freeze it)."""
+    """Freeze the teacher: eval mode, ``requires_grad=False`` on every parameter (docs/CONVENTIONS.md: the teacher is frozen)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
