@@ -105,12 +105,28 @@ def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _merge_streams(outputs: list) -> list:
+    """Consecutive ``stdout``/``stderr`` chunks as one output each (how the kernel splits a cell's
+    printing into messages depends on timing; merged, the stored outputs do not)."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == out.get("name")):
+            prev["text"] = prev["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
+
+
 def _clean(nb: nbformat.NotebookNode) -> None:
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         for key in _VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = _merge_streams(cell.outputs)
 
 
 def execute(nb: nbformat.NotebookNode, *, timeout: int = CELL_TIMEOUT, cwd: Path = HERE) -> float:
