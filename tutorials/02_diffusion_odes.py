@@ -22,6 +22,7 @@
 import matplotlib.pyplot as plt
 import sympy as sp
 import torch
+from IPython.display import display
 
 import taylorsolve as ts
 import toy
@@ -712,7 +713,7 @@ assert all(f < d / 2 for f, d in zip(free[1:], ddim_err[1:]))     # a free deriv
 
 # %% [markdown]
 # The reading: the order alone does not decide; the price of the derivative does. Charged a full
-# evaluation, GENIE-AD barely ties DDIM at 6 NFE and pulls ahead only with larger budgets; with a
+# evaluation, GENIE-AD is no better than DDIM at 6 NFE and pulls ahead only with larger budgets; with a
 # (nearly) free derivative it is ahead at every budget. Tutorial 03 compares all registered samplers
 # on a harder data set, tutorial 04 measures what a learned head really costs, and tutorial 06 adds
 # your own sampler to the registry.

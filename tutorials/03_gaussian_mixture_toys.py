@@ -20,8 +20,6 @@
 # the end. It runs in about 20 seconds on one CPU core.
 
 # %%
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -383,8 +381,7 @@ assert spndm10 < table["GENIE (exact, free)"]["quadratic"][1]     # the honest r
 #   DDIM's at 10 NFE and less than a fifth at 25.
 # * But GENIE is not the best sampler here. On the log-SNR grid S-PNDM (and DEIS-3) reach a smaller error
 #   at NFE 10 *without any derivative*: the choice of grid matters as much as the order, and multistep
-#   methods reuse past evaluations for free. The finite-difference weakness of section 5 matters less
-#   for them than one might think, because on a log-SNR grid their steps near $t = 0$ are small.
+#   methods reuse past evaluations for free.
 # * GENIE's derivative was free here. A real model pays for it: a JVP costs about as much as an
 #   evaluation (the paper's "100 % overhead"), and even the closed-form mixture derivative of section 2
 #   costs 2.6 evaluations on this machine (README, `python -m toy global_error`). Charged at that price,

@@ -297,12 +297,12 @@ print(with_head("standard"))
 # %%
 nfes = (5, 10, 15, 20, 25)
 charges = {"paper's head, 1.47 %": 0.0147, "our head, 25 %": OVERHEAD, "autodiff, 100 %": 1.0}
-print("NFE budget:          " + "".join(f"{n:5d}" for n in nfes))
+print(f"{'NFE budget':34s}" + "".join(f"{n:5d}" for n in nfes))
 plan = {}
 for label, o in charges.items():
     plan[label] = [steps_for_nfe("genie", overhead_adjusted_nfe(n, o), denoise=True) for n in nfes]
-    print(f"GENIE steps, {label:20s}" + "".join(f"{s:5d}" for s in plan[label]))
-print(f"DDIM steps:                     " + "".join(f"{n - 1:5d}" for n in nfes))
+    print(f"{'GENIE steps, ' + label:34s}" + "".join(f"{s:5d}" for s in plan[label]))
+print(f"{'DDIM steps':34s}" + "".join(f"{n - 1:5d}" for n in nfes))
 assert plan["paper's head, 1.47 %"] == [n - 1 for n in nfes]     # the paper's head costs no evaluation up to NFE 25
 assert plan["autodiff, 100 %"] == [2, 4, 7, 9, 12]
 
