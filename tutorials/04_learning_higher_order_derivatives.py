@@ -122,7 +122,7 @@ assert min(deriv_error) > 0.3                           # the model's derivative
 # %% [markdown]
 # Near the data ($t \lesssim 0.02$) the model's $\epsilon_\theta$ is tens of percent off, and its derivative
 # (a second-order score, eq. (13): $\partial\epsilon_\theta/\partial x \approx -\sigma_t \nabla^2 \log p_t$) is
-# no closer to the true derivative than zero is (relative error $\gtrsim 1$) at any $t$: score matching
+# about as far from the true derivative as zero is (relative error near or above 1) at every $t$: score matching
 # never trained the derivatives (app. B.3 makes the same remark). The head will distil *this* derivative,
 # the model's own, because GENIE's aim is to solve the model's ODE faster, not to fix the model. Keep this
 # figure in mind for section 7.
