@@ -170,8 +170,16 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def _redefinition(owner: type, cls: type) -> bool:
+    """The same class defined again (a re-run notebook cell, a reloaded module): it replaces the old one."""
+    return owner.__module__ == cls.__module__ and owner.__qualname__ == cls.__qualname__
+
+
 def register(cls: type[Sampler]) -> type[Sampler]:
-    """Class decorator: add a :class:`Sampler` unit under its name and aliases (names must be new)."""
+    """Class decorator: add a :class:`Sampler` unit under its name and aliases.
+
+    Names must be new, except that a class defined again under the same module and qualified name (a
+    re-run notebook cell, a reloaded module) replaces its earlier definition."""
     if not (isinstance(cls, type) and issubclass(cls, Sampler)):
         raise TaylorSolveError(f"register needs a Sampler subclass, got {cls!r}")
     if not cls.name:
@@ -181,8 +189,8 @@ def register(cls: type[Sampler]) -> type[Sampler]:
         raise TaylorSolveError(f"sampler name {cls.name!r} must be lower case with '-' separators ({name!r})")
     for key in (name, *(_key(a) for a in cls.aliases)):
         owner = _REGISTRY.get(key) or (_REGISTRY.get(_ALIASES[key]) if key in _ALIASES else None)
-        if owner is not None and owner is not cls:
-            raise TaylorSolveError(f"sampler name {key!r} is taken by {owner.__name__}")
+        if owner is not None and owner is not cls and not _redefinition(owner, cls):
+            raise TaylorSolveError(f"sampler name {key!r} is taken by {owner.__module__}.{owner.__qualname__}")
     _REGISTRY[name] = cls
     for a in cls.aliases:
         _ALIASES[_key(a)] = name

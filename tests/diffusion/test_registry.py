@@ -134,3 +134,40 @@ def test_an_nfe_budget_is_never_exceeded(method, nfe, afs, denoise, overhead):
     # the budget is used: one more step would not fit
     unit = get_sampler(method)(**{k: v for k, v in kw.items() if k in ("order", "derivative")})
     assert unit.nfe(r.stats.steps + 1) - int(afs) + int(denoise) > evals
+
+
+def test_register_refuses_taken_names_but_accepts_a_redefinition():
+    from taylorsolve.diffusion.registry import Sampler, register
+
+    def make():
+        class Midpoint(Sampler):
+            name = "test-midpoint-registry"
+            orders = (2,)
+
+            def nfe(self, steps):
+                return 2 * steps
+
+            def step(self, ctx, n, y, eps0=None):
+                s, s1 = ctx.s[n], ctx.s[n + 1]
+                e0 = ctx.eps_node(y, n) if eps0 is None else eps0
+                sm = 0.5 * (s + s1)
+                return y + ctx.c(s1 - s, y) * ctx.eps(y + ctx.c(sm - s, y) * e0, sm)
+
+        return Midpoint
+
+    from taylorsolve.diffusion import registry
+
+    try:
+        first = register(make())
+        second = register(make())            # the same definition run again (a notebook cell)
+        assert get_sampler("test-midpoint-registry") is second is not first
+        r = sample(eps_gauss, X1_2, 8, method="test-midpoint-registry")
+        assert r.stats.nfe == 16 and float((r.x - exact_gauss(X1_2, r.times)).abs().max()) < 1e-2
+    finally:
+        registry._REGISTRY.pop("test-midpoint-registry", None)   # leave the registry as it was
+
+    class Other(Sampler):
+        name = "ddim"
+
+    with pytest.raises(TaylorSolveError, match="taken"):
+        register(Other)
