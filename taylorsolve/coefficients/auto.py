@@ -26,14 +26,16 @@ class AutoBackend(CoefficientBackend):
     """Taylor-mode coefficients, falling back to nested JVPs (with a warning) for unsupported ``f``.
 
     Options are those of :class:`~taylorsolve.coefficients.taylor_mode.TaylorModeBackend` (``compile``,
-    ``compile_min_steps``, ``max_nodes``).
+    ``compile_min_steps``, ``max_nodes``, ``auto_max_nodes``).
     """
 
     stateless = True
 
-    def __init__(self, compile: bool | str = "auto", *, compile_min_steps: int = 1000, max_nodes: int = 4000) -> None:  # noqa: A002
+    def __init__(self, compile: bool | str = "auto", *, compile_min_steps: int = 1000, max_nodes: int = 4000,
+                 auto_max_nodes: int | None = None) -> None:  # noqa: A002
         super().__init__()
-        self.primary = TaylorModeBackend(compile, compile_min_steps=compile_min_steps, max_nodes=max_nodes)
+        self.primary = TaylorModeBackend(compile, compile_min_steps=compile_min_steps, max_nodes=max_nodes,
+                                         auto_max_nodes=auto_max_nodes)
         self.fallback = AutodiffBackend()
         self.primary.counters = self.counters
         self.fallback.counters = self.counters

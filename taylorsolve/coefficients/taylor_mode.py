@@ -1547,13 +1547,21 @@ class TaylorModeBackend(CoefficientBackend):
     name = "taylor_mode"
     stateless = True
 
-    def __init__(self, compile: bool | str = "auto", *, compile_min_steps: int = 1000, max_nodes: int = 4000) -> None:  # noqa: A002
+    #: ``compile="auto"`` compiles tapes up to this many scalar operations: numba's compile time grows
+    #: faster than linearly with the straight-line code (measured here: ~1 s for Kepler's ~30 operations,
+    #: ~6 s for 54, ~300 s for the 1,054 of a 64-component mixture), so larger ``f`` run interpreted
+    #: unless ``compile=True`` (then up to ``max_nodes``)
+    AUTO_MAX_NODES = 200
+
+    def __init__(self, compile: bool | str = "auto", *, compile_min_steps: int = 1000, max_nodes: int = 4000,
+                 auto_max_nodes: int | None = None) -> None:  # noqa: A002
         super().__init__()
         if compile not in (True, False, "auto"):
             raise TaylorSolveError(f"compile must be True, False or 'auto', got {compile!r}")
         self.compile = compile
         self.compile_min_steps = int(compile_min_steps)
         self.max_nodes = int(max_nodes)
+        self.auto_max_nodes = int(self.AUTO_MAX_NODES if auto_max_nodes is None else auto_max_nodes)
         #: whether ``f`` read ``t`` in the last interpreted call (None before any call)
         self.last_read_time: bool | None = None
 
@@ -1578,12 +1586,17 @@ class TaylorModeBackend(CoefficientBackend):
 
         if y0.ndim - event_ndim >= 0 and math.prod(y0.shape[y0.ndim - event_ndim :]) > self.max_nodes:
             return None, f"not compiled: the state of one problem has more than {self.max_nodes} entries"
+        limit = self.max_nodes if self.compile is True else min(self.max_nodes, self.auto_max_nodes)
         try:
-            return plan_for_solve(f, torch.as_tensor(t0), y0, event_ndim, max_nodes=self.max_nodes), ""
+            return plan_for_solve(f, torch.as_tensor(t0), y0, event_ndim, max_nodes=limit), ""
         except PlanUnavailable as exc:
             if self.compile is True:
                 raise UnsupportedOperationError(f"compile=True but the compiled path cannot run f: {exc}",
                                                 backend="taylor_mode") from None
+            if limit < self.max_nodes and "limit" in str(exc):
+                return None, (f"not compiled: f has more than {limit} scalar operations, where numba's compile time "
+                              "(seconds to minutes) outweighs the gain; backend_options={'compile': True} compiles "
+                              f"up to {self.max_nodes}")
             return None, f"not compiled: {exc}"
 
     def coefficients(

@@ -207,3 +207,18 @@ def test_without_numba_the_interpreted_path_runs(monkeypatch):
     sol = ts.solve(kepler_rhs, y0, t_span=(0.0, math.pi), order="auto", rtol=1e-9, atol=1e-9)
     assert not sol.stats.compiled and sol.stats.backend == "taylor_mode"
     torch.testing.assert_close(sol.ys[-1], kepler_exact(0.5, math.pi), rtol=0, atol=1e-7)
+
+
+def test_auto_compile_leaves_large_right_hand_sides_interpreted():
+    """compile='auto' stops tracing beyond AUTO_MAX_NODES scalar operations (numba's compile time grows
+    faster than linearly); the solve runs on the interpreted jets and says why."""
+    w = torch.linspace(0.1, 1.0, 150, dtype=torch.float64)
+
+    def f(t, y):  # ~450 scalar operations per evaluation
+        return -torch.stack([(w * torch.sin(w * y[..., 0:1])).sum(-1), y[..., 1]], dim=-1)
+
+    y0 = torch.tensor([0.3, 1.0], dtype=torch.float64)
+    sol = ts.solve(f, y0, t_span=(0.0, 0.5), order=8, rtol=1e-9, atol=1e-9)
+    assert not sol.stats.compiled
+    assert f"more than {TaylorModeBackend.AUTO_MAX_NODES} scalar operations" in " ".join(
+        [sol.stats.notes] if isinstance(sol.stats.notes, str) else list(sol.stats.notes))
