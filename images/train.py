@@ -479,8 +479,9 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
             losses.append(float(loss.detach()))
             bar.update(1)
             if step % 10 == 0 or step == args.steps:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}",
-                                img_s=f"{args.batch_size * bar.format_dict.get('rate', 0) or 0:.0f}")
+                rate = done_here / max(time.perf_counter() - t_session, 1e-9)
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", img_s=f"{args.batch_size * rate:.0f}",
+                                refresh=False)
             signum = int(de.all_max([float(stop["signum"])], device)[0])
             if step % args.checkpoint_every == 0 or step == args.steps or signum:
                 secs = seconds_at_start + (time.perf_counter() - t_session)
