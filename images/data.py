@@ -239,7 +239,7 @@ def _photograph(name: str) -> np.ndarray:
 
 
 def _photo_tensor(name: str, scale: float) -> torch.Tensor:
-    img = torch.from_numpy(np.ascontiguousarray(_photograph(name))).permute(2, 0, 1).to(torch.float32)
+    img = torch.from_numpy(np.array(_photograph(name), dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32)
     img = img / 127.5 - 1.0
     if scale != 1.0:
         h, w = img.shape[-2:]

@@ -32,21 +32,25 @@ Hook points (the distilled head of the next issue attaches here by forward hooks
 * ``model.last_features`` (``nn.Identity``) -> the last decoder feature map ``[B, ch * ch_mult[0], H, W]``
   before the output norm and convolution.
 
-Named configurations (``CONFIGS``; parameter counts for 1-channel 16x16 / 3-channel 32x32 input,
-unconditional; ``python -m images bench --list-configs`` prints them):
+Named configurations (``CONFIGS``; unconditional parameter counts; ``python -m images bench --list-configs``
+prints them for both input shapes):
 
-========== ==== ============ ========== ============ ======= ======= =================================
-config      ch   ch_mult      res blocks attention    dropout params  use
-========== ==== ============ ========== ============ ======= ======= =================================
-``tiny``     32  (1, 2, 2)    1          (8,)         0.0     0.86 M  digits 16x16 on a CPU (minutes)
-``small``    64  (1, 2, 2, 2) 2          (16,)        0.1     9.0 M   32x32 on a small GPU / patient CPU
-``cifar``   128  (1, 2, 2, 2) 8          (16,)        0.1     107.6 M GENIE's CIFAR-10 model (GPU)
-========== ==== ============ ========== ============ ======= ======= =================================
+========== ==== ============ ========== ============ ======= ========= ======= =================================
+config      ch   ch_mult      res blocks attention    dropout emb dim   params  use
+========== ==== ============ ========== ============ ======= ========= ======= =================================
+``tiny``     16  (1, 2, 4)    1          (8,)         0.1     128       0.77 M  digits 16x16 on a CPU (minutes)
+``small``    64  (1, 2, 2, 2) 2          (16,)        0.1     256       9.91 M  32x32 on a small GPU / patient CPU
+``cifar``   128  (1, 2, 2, 2) 8          (16,)        0.1     512       108.4 M GENIE's CIFAR-10 model (GPU)
+========== ==== ============ ========== ============ ======= ========= ======= =================================
+
+(``tiny`` counted for 1 x 16 x 16 input, ``small`` and ``cifar`` for 3 x 32 x 32; the middle block
+always has attention.)
 
 ``cifar`` is the shape of score_sde's ``ddpmpp_deep_continuous`` VP model (the checkpoint GENIE used
 on CIFAR-10, GENIE Tab. 4: 8 blocks per resolution, attention at 16, 128 base channels, 107M
 parameters; Tab. 4 prints channel multipliers 1,2,3,4, but that checkpoint's config and its 107M
-parameters are (1, 2, 2, 2)).
+parameters are (1, 2, 2, 2); ours has 108.4M, the difference being FIR-free resampling and the
+embedding layout).
 """
 from __future__ import annotations
 
