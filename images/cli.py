@@ -80,11 +80,23 @@ def _add_export(sub: Any) -> None:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from .checkpoint import export_weights
+    import hashlib
 
-    meta = export_weights(a.checkpoint, a.out, include_raw=a.include_raw)
-    size = Path(a.out).stat().st_size
-    print(f"wrote {a.out} ({size / 1e6:.2f} MB; step {meta['step']})")
+    from .checkpoint import atomic_write_text, export_weights, find_checkpoint
+
+    src = find_checkpoint(a.checkpoint)
+    meta = export_weights(src, a.out, include_raw=a.include_raw)
+    out = Path(a.out)
+    size = out.stat().st_size
+    # the training record beside the weights: run.json of the run folder plus what was exported
+    run_json = src.parent / "run.json"
+    record: dict[str, Any] = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    record["train_args"] = meta.get("train_args", record.get("train_args"))
+    record["export"] = {"file": out.name, "step": meta["step"], "train_seconds": meta["train_seconds"],
+                        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "bytes": size,
+                        "weights": "ema" + (" + raw" if a.include_raw else "")}
+    atomic_write_text(out.parent / "train.json", json.dumps(record, indent=2) + "\n")
+    print(f"wrote {a.out} ({size / 1e6:.2f} MB; step {meta['step']}) and {out.parent / 'train.json'}")
     return 0
 
 

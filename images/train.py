@@ -454,7 +454,7 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
             bad = de.all_max([bad], device)[0]
             if bad:
                 raise NonFiniteLossError(
-                    f"training stopped: the loss is {float(loss)} at step {step} (on some rank); the weights were not "
+                    f"training stopped: the loss is {float(loss.detach())} at step {step} (on some rank); the weights were not "
                     f"updated. " + (f"The last good checkpoint (step {last_saved}) is kept at {str(ckpt)!r}."
                                     if last_saved is not None else "No checkpoint had been written yet.")
                     + " Lower --lr, raise --warmup, or switch --amp off.",
