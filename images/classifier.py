@@ -46,7 +46,9 @@ class DigitsClassifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x.clamp(-1, 1)))
+        """Penultimate features ``[B, feature_dim]`` of images in ``[-1, 1]`` (clamped, cast to the weights' dtype)."""
+        w = self.head.weight
+        return self.fc(self.conv(x.to(device=w.device, dtype=w.dtype).clamp(-1, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -199,7 +199,7 @@ REFERENCE_SOLVERS: dict[str, tuple[str, int | None, str, dict[str, Any]]] = {
     # adaptive Dormand-Prince on the probability-flow ODE in t (scipy), tight tolerances
     "rk45": ("rk45", None, "quadratic", {"rtol": 1e-7, "atol": 1e-7}),
     # DPM-Solver-3 (third order, singlestep) on the DDIM ODE, uniform in log-SNR
-    "dpm3": ("dpm-solver-3", 200, "logsnr", {}),
+    "dpm3": ("dpm-solver-3", 100, "logsnr", {}),
 }
 
 

@@ -272,6 +272,16 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict({"state": state, "param_groups": meta["optim_param_groups"]})
 
 
+def _command_line() -> str | None:
+    """The command as typed: ``python -m images train ...`` (torchrun and plain scripts as they are)."""
+    if not sys.argv:
+        return None
+    argv = list(sys.argv)
+    if argv[0].replace(os.sep, "/").endswith("images/__main__.py"):
+        return " ".join(["python -m images", *argv[1:]])
+    return " ".join([os.path.basename(sys.executable), *argv])
+
+
 def _record_run(out: Path, args: TrainArgs, cfg: UNetConfig, start_step: int, world: int, device: torch.device,
                 nparams: int) -> None:
     """``run.json``: the command, seed, commit, host and time of every session of this run."""
@@ -284,7 +294,7 @@ def _record_run(out: Path, args: TrainArgs, cfg: UNetConfig, start_step: int, wo
     rec["model_config"] = cfg.to_dict()
     rec["parameters"] = nparams
     rec.setdefault("sessions", []).append({
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]) if sys.argv else None,
+        "command": _command_line(),
         "start_step": start_step,
         "target_steps": args.steps,
         "commit": _git_commit(),
