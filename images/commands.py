@@ -55,6 +55,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--nfe", default="10,25", help="comma-separated NFE budgets")
     p.add_argument("--afs", action="store_true")
     p.add_argument("--denoise", action="store_true")
+    p.add_argument("--jvp-cost", type=float, default=0.0,
+                   help="count GENIE's JVP pass as this many NFE when fitting the budget (default 0: not counted)")
     p.add_argument("--num", type=int, default=64, help="images for the reference-trajectory error")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--fd-num", type=int, default=360, help="samples per seed for the classifier FD (0: skip)")
@@ -204,7 +206,7 @@ def _evaluate(a: argparse.Namespace) -> int:
         m = canonical(m)
         for nfe in _ints(a.nfe):
             try:
-                steps = steps_for_budget(m, nfe, afs=a.afs, denoise=a.denoise)
+                steps = steps_for_budget(m, nfe, afs=a.afs, denoise=a.denoise, jvp_cost=a.jvp_cost)
             except Exception as exc:  # noqa: BLE001
                 print(f"{m} at NFE {nfe}: n/a ({exc})")
                 continue
@@ -228,7 +230,7 @@ def _evaluate(a: argparse.Namespace) -> int:
         for m in a.methods.split(","):
             m = canonical(m)
             nfe = max(_ints(a.nfe))
-            steps = steps_for_budget(m, nfe, afs=a.afs, denoise=a.denoise)
+            steps = steps_for_budget(m, nfe, afs=a.afs, denoise=a.denoise, jvp_cost=a.jvp_cost)
             sets = [generate(model, a.fd_num, seed=s, method=m, steps=steps, afs=a.afs, denoise=a.denoise)[0]
                     for s in _ints(a.fd_seeds)]
             r = classifier_fd(clf, sets, train_x)
