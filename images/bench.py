@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import atomic_write_text
 from .sampling import canonical, initial_noise, method_available, run_sampler, steps_for_budget
-from .unet import UNet, get_config
+from .unet import UNet, float32_unet, get_config
 
 __all__ = ["run_bench", "auto_batch", "BENCH_METHODS"]
 
@@ -120,7 +120,7 @@ def run_bench(config: str | None = None, *, batch: int | str = "auto", device: s
     config = config or ("cifar" if dev.type == "cuda" else "tiny")
     ch, res = _SHAPES.get(config, (3, 32))
     torch.manual_seed(0)
-    model = UNet(get_config(config, in_channels=ch, resolution=res)).to(dev).eval()
+    model = float32_unet(get_config(config, in_channels=ch, resolution=res)).to(dev).eval()
     b = auto_batch(model, dev) if batch == "auto" else int(batch)
     settings = [("fp32, TF32 off", False), ("fp32, TF32 on", True)] if dev.type == "cuda" else [("fp32 (CPU: TF32 n/a)", False)]
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)

@@ -186,7 +186,7 @@ def load_model(path: str | os.PathLike, weights: str = "ema", device: str | torc
 
     ``weights``: ``"ema"`` (default; what sampling uses) or ``"model"`` (the raw weights).
     """
-    from .unet import UNet, UNetConfig
+    from .unet import UNetConfig, float32_unet
 
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
@@ -196,7 +196,7 @@ def load_model(path: str | os.PathLike, weights: str = "ema", device: str | torc
             config = UNetConfig.from_dict(meta["model_config"])
         except (TypeError, ValueError) as exc:
             raise CorruptCheckpointError(f"checkpoint {meta['path']!r}: bad model_config ({exc})") from exc
-    model = UNet(config)
+    model = float32_unet(config)
     if not any(k.startswith(weights + ".") for k in tensors):
         raise CheckpointMismatchError(f"checkpoint {meta['path']!r} holds no {weights!r} weights")
     load_module_state(model, tensors, weights + ".", meta["path"])

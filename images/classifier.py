@@ -125,7 +125,7 @@ def load_classifier(path: str | Path | None = None) -> DigitsClassifier:
         cfg = json.loads(meta["config"])
     except Exception as exc:  # noqa: BLE001
         raise CorruptCheckpointError(f"classifier file {str(p)!r} cannot be read ({exc})") from exc
-    model = DigitsClassifier(**cfg)
+    model = DigitsClassifier(**cfg).float()
     sd = {k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")}
     try:
         model.load_state_dict(sd)

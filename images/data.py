@@ -118,7 +118,7 @@ class ImageDataset:
     def _maybe_flip(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if not self.flip:
             return x
-        mask = torch.rand(x.shape[0], generator=gen) < 0.5
+        mask = torch.rand(x.shape[0], generator=gen, dtype=torch.float32) < 0.5
         return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
@@ -277,7 +277,7 @@ class RandomPatches(ImageDataset):
     def draw(self, gen: torch.Generator, n: int) -> torch.Tensor:
         r = self.resolution
         which = torch.multinomial(self._weights, n, replacement=True, generator=gen)
-        out = torch.empty(n, 3, r, r)
+        out = torch.empty(n, 3, r, r, dtype=torch.float32)
         u = torch.rand(n, 2, generator=gen, dtype=torch.float64)
         for i in range(n):
             p = self.photos[int(which[i])]
@@ -319,12 +319,12 @@ class GaussianImages(ImageDataset):
 
     def __init__(self, resolution: int = 8, channels: int = 1, std: float = 0.3):
         self.resolution, self.channels, self.std = int(resolution), int(channels), float(std)
-        u = torch.linspace(0.0, math.pi, self.resolution)
+        u = torch.linspace(0.0, math.pi, self.resolution, dtype=torch.float32)
         mu = 0.5 * torch.sin(u)[:, None] * torch.sin(2 * u)[None, :]
         self.mean = mu.expand(self.channels, -1, -1).contiguous()
 
     def draw(self, gen: torch.Generator, n: int) -> torch.Tensor:
-        return self.mean + self.std * torch.randn(n, *self.shape, generator=gen)
+        return self.mean + self.std * torch.randn(n, *self.shape, generator=gen, dtype=torch.float32)
 
     def batch(self, seed: int, step: int, size: int) -> tuple[torch.Tensor, None]:
         return self.draw(step_generator(seed, step, 20), size), None

@@ -50,7 +50,7 @@ from taylorsolve.diffusion.schedules import LinearVPSchedule
 from .checkpoint import CHECKPOINT_NAME, FORMAT, atomic_save, atomic_write_text, load_module_state, read_checkpoint
 from .data import ImageDataset, derived_seed, load_dataset, step_generator
 from .errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, ResumeError, UnknownNameError
-from .unet import UNet, UNetConfig, get_config
+from .unet import UNetConfig, float32_unet, get_config
 
 __all__ = ["TrainArgs", "TRAIN_DEFAULTS", "train", "dsm_loss", "build_model_config", "Interrupted"]
 
@@ -374,7 +374,7 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
     cfg = build_model_config(args, ds)
 
     torch.manual_seed(args.seed)
-    model = UNet(cfg).to(device)
+    model = float32_unet(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.Adam(model.parameters(), lr=float(args.lr), betas=(0.9, 0.999), eps=1e-8)
     use_scaler = args.amp == "fp16"
@@ -446,11 +446,11 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
             x0, labels = ds.batch(args.seed, step, args.batch_size)
             gen = step_generator(args.seed, step, 1, device)
             t = args.t_min + (1.0 - args.t_min) * torch.rand(args.batch_size, generator=gen, device=device, dtype=torch.float64)
-            noise = torch.randn((args.batch_size, *ds.shape), generator=gen, device=device)
+            noise = torch.randn((args.batch_size, *ds.shape), generator=gen, device=device, dtype=torch.float32)
             if labels is not None and cfg.num_classes > 0:
                 labels = labels.to(device)
                 if args.label_dropout > 0:
-                    drop = torch.rand(args.batch_size, generator=gen, device=device) < args.label_dropout
+                    drop = torch.rand(args.batch_size, generator=gen, device=device, dtype=torch.float32) < args.label_dropout
                     labels = torch.where(drop, torch.full_like(labels, cfg.num_classes), labels)
             else:
                 labels = None

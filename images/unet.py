@@ -66,7 +66,8 @@ from taylorsolve.diffusion.schedules import LinearVPSchedule
 
 from .errors import ConfigError, UnknownNameError
 
-__all__ = ["UNetConfig", "UNet", "CONFIGS", "CONDITIONINGS", "get_config", "build_unet", "noise_conditioning"]
+__all__ = ["UNetConfig", "UNet", "CONFIGS", "CONDITIONINGS", "get_config", "build_unet", "float32_unet",
+           "noise_conditioning"]
 
 CONDITIONINGS = ("log_gamma", "sinusoidal_t")
 
@@ -133,12 +134,23 @@ def get_config(name: str, *, in_channels: int | None = None, resolution: int | N
 
 
 def build_unet(config: UNetConfig | str, **overrides: Any) -> "UNet":
-    """A :class:`UNet` from a config or a config name (see :func:`get_config`)."""
+    """A float32 :class:`UNet` from a config or a config name (see :func:`get_config`)."""
     if isinstance(config, str):
         config = get_config(config, **overrides)
     elif overrides:
         config = replace(config, **overrides)
-    return UNet(config)
+    return float32_unet(config)
+
+
+def float32_unet(config: UNetConfig) -> "UNet":
+    """``UNet(config)`` initialised in float32 whatever ``torch.get_default_dtype()`` is (the
+    initial weights, and so a training run, must not depend on that global setting)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return UNet(config)
+    finally:
+        torch.set_default_dtype(old)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,3 +14,15 @@ def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     train(train_args(out, steps=8))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _float32_default():
+    """Other test modules set torch's default dtype to float64 at import (tests/core/test_order.py);
+    these tests assume the usual float32 default."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(old)
