@@ -77,9 +77,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_jvp_cost(model: nn.Module, batch: int, *, warmup: int = 2, repeats: int = 5) -> dict[str, float]:
-    """Seconds of one forward and of one ``torch.func.jvp`` (tangents in x and t) pass at ``batch``;
-    ``jvp_cost = jvp / forward`` (medians of ``repeats`` after ``warmup``, synchronised on CUDA)."""
+def measure_jvp_cost(model: nn.Module, batch: int, *, warmup: int = 2, repeats: int = 15) -> dict[str, float]:
+    """Seconds of one forward and of one ``torch.func.jvp`` (tangents in x and t) pass at ``batch``, and
+    ``jvp_cost = jvp / forward``: the minimum of each over ``repeats`` interleaved (forward, jvp)
+    pairs after ``warmup`` pairs, synchronised on CUDA (the minimum is the least disturbed run on a
+    shared machine, as in ``timeit``); the median ratio of the pairs is reported beside it."""
     cfg = model.config  # type: ignore[attr-defined]
     p = next(model.parameters())
     x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution, dtype=p.dtype, device=p.device)
@@ -88,20 +90,27 @@ def measure_jvp_cost(model: nn.Module, batch: int, *, warmup: int = 2, repeats: 
     model.eval()
 
     def timed(fn: Any) -> float:
-        out = []
-        for i in range(warmup + repeats):
-            _sync(p.device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(p.device)
-            if i >= warmup:
-                out.append(time.perf_counter() - t0)
-        return sorted(out)[len(out) // 2]
+        _sync(p.device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(p.device)
+        return time.perf_counter() - t0
 
+    fs, js, ratios = [], [], []
     with torch.no_grad():
-        f = timed(lambda: model(x, t))
-        j = timed(lambda: torch.func.jvp(lambda a, b: model(a, b), (x, t), (v, torch.ones_like(t))))
-    return {"forward_s": f, "jvp_s": j, "jvp_cost": j / f, "batch": batch}
+        for i in range(warmup + repeats):
+            f = timed(lambda: model(x, t))
+            j = timed(lambda: torch.func.jvp(lambda a, b: model(a, b), (x, t), (v, torch.ones_like(t))))
+            if i >= warmup:
+                fs.append(f)
+                js.append(j)
+                ratios.append(j / f)
+
+    def med(a: list[float]) -> float:
+        return sorted(a)[len(a) // 2]
+
+    return {"forward_s": min(fs), "jvp_s": min(js), "jvp_cost": min(js) / min(fs), "median_pair_ratio": med(ratios),
+            "batch": batch, "pairs": repeats}
 
 
 def _log(msg: str, quiet: bool) -> None:
