@@ -76,6 +76,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--fd-num", type=int, default=360)
     p.add_argument("--fd-seeds", default="0,1,2")
     p.add_argument("--seed", type=int, default=1000, help="seed of the evaluation noise")
+    p.add_argument("--jvp-cost", type=float, default=None,
+                   help="cost of GENIE's JVP pass in NFE (default: measured at the start of the run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(DEFAULT_OUT))
@@ -266,7 +268,8 @@ def _all(a: argparse.Namespace) -> int:
     from .main_job import run_all
 
     run_all(Path(a.out), checkpoint=a.checkpoint, retrain=a.retrain, retrain_dir=a.retrain_dir, num=a.num, seed=a.seed,
-            nfes=_ints(a.nfe), fd_num=a.fd_num, fd_seeds=_ints(a.fd_seeds), quiet=a.quiet, device=_device(a.device))
+            nfes=_ints(a.nfe), fd_num=a.fd_num, fd_seeds=_ints(a.fd_seeds), quiet=a.quiet, device=_device(a.device),
+            jvp_cost=a.jvp_cost)
     return 0
 
 

@@ -41,7 +41,13 @@ def retrain_committed(out: str | Path | None = None, *, quiet: bool = False, thr
     args.progress = not quiet
     if threads is not None:
         args.threads = threads
-    train(args)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        train(args)  # sets the recorded thread count (bit-exactness depends on it)
+    finally:
+        torch.set_num_threads(before)
     dst = out / "model.safetensors"
     export_weights(out / CHECKPOINT_NAME, dst)
     return dst
