@@ -187,8 +187,6 @@ def _read_samples(path: str) -> Any:
 
 
 def _evaluate(a: argparse.Namespace) -> int:
-    import torch
-
     from .checkpoint import atomic_write_text
     from .evaluate import denoise_with, inception_fid, save_grid, trajectory_error, write_csv
     from .sampling import canonical, generate, initial_noise, reference_solve, run_sampler, steps_for_budget

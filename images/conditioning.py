@@ -18,8 +18,6 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from .checkpoint import atomic_write_text, load_model
 from .evaluate import derivative_smoothness, trajectory_error, write_csv
 from .sampling import initial_noise, reference_solve, run_sampler

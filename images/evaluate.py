@@ -157,7 +157,7 @@ def inception_fid(samples: torch.Tensor, reference: torch.Tensor, weights: str |
         pass
     try:
         from pytorch_fid.fid_score import calculate_frechet_distance  # type: ignore[import-not-found]
-        from pytorch_fid.inception import FIDInceptionA, InceptionV3, fid_inception_v3  # type: ignore[import-not-found]  # noqa: F401
+        from pytorch_fid.inception import InceptionV3  # type: ignore[import-not-found]
     except ImportError:
         return None, ("Inception FID skipped: neither torchmetrics nor pytorch-fid is installed "
                       "(pip install torchmetrics[image] or pytorch-fid; weights are read from disk)")

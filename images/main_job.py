@@ -25,7 +25,6 @@ Steps (every figure printed and written to ``results/images/``):
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ from torch import nn
 from .checkpoint import atomic_write_text, load_model
 from .evaluate import denoise_with, save_grid, trajectory_error, write_csv
 from .sampling import (
-    canonical,
     initial_noise,
     method_available,
     reference_solve,

@@ -13,7 +13,6 @@ linear striding for PNDM as in the paper, log-SNR for DPM-Solver++ and UniPC as 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import math
 import os
 import signal
 import socket

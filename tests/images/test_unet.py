@@ -10,7 +10,6 @@ import torch
 import images.unet as unet_mod
 from images.errors import UnknownNameError
 from images.unet import CONFIGS, UNet, build_unet, get_config, noise_conditioning
-from taylorsolve.diffusion import LinearVPSchedule
 
 SMALL = dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0, emb_mult=2)
 
