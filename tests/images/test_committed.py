@@ -1,0 +1,50 @@
+"""The committed checkpoints: sizes, provenance record, and that the digits model samples digits."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from images import CHECKPOINT_DIR, DEFAULT_CLASSIFIER, DEFAULT_DIGITS_CHECKPOINT, PACKAGE_DIR
+from images.checkpoint import load_model
+from images.data import load_digits
+from images.retrain import committed_train_args
+from images.train import build_model_config
+
+
+def test_sizes():
+    assert DEFAULT_DIGITS_CHECKPOINT.stat().st_size <= 10 * 2**20
+    total = sum(p.stat().st_size for p in PACKAGE_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert total <= 25 * 2**20
+
+
+def test_record_matches_the_weights():
+    rec = json.loads((CHECKPOINT_DIR / "digits_tiny" / "train.json").read_text())
+    assert rec["export"]["sha256"] == hashlib.sha256(DEFAULT_DIGITS_CHECKPOINT.read_bytes()).hexdigest()
+    assert rec["sessions"][0]["command"].startswith("python -m images train")
+    model = load_model(DEFAULT_DIGITS_CHECKPOINT)
+    meta = model.checkpoint_metadata
+    assert meta["step"] == rec["export"]["step"] == committed_train_args().steps
+    # the recorded arguments rebuild exactly this architecture (what --retrain relies on)
+    assert build_model_config(committed_train_args(), load_digits()) == model.config
+    assert model.config.conditioning == "log_gamma"
+
+
+def test_committed_model_samples_digits():
+    """DDIM samples of the committed model: confidently classified, all ten classes, FD far below noise's."""
+    from images.classifier import classifier_fd, load_classifier
+    from images.sampling import generate
+
+    model = load_model(DEFAULT_DIGITS_CHECKPOINT)
+    x, _ = generate(model, 100, seed=7, method="dpm-solver++2m", steps=12)
+    clf = load_classifier(DEFAULT_CLASSIFIER)
+    with torch.no_grad():
+        p = torch.softmax(clf(x), dim=1)
+    assert float(p.max(1).values.mean()) > 0.8
+    assert len(set(p.argmax(1).tolist())) == 10
+    train_x, _ = load_digits().train_images()
+    g = torch.Generator().manual_seed(0)
+    fd = classifier_fd(clf, [x], train_x)["mean"]
+    fd_noise = classifier_fd(clf, [torch.randn(x.shape, generator=g).clamp(-1, 1)], train_x)["mean"]
+    assert fd < 0.1 * fd_noise, (fd, fd_noise)
