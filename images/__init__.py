@@ -3,7 +3,7 @@ that survives interruption and scales out with torchrun, sampling through ``tayl
 and solver-accuracy evaluation.  Command line: ``python -m images {train,sample,evaluate,all,bench,export}``.
 
 Modules: :mod:`images.data`, :mod:`images.unet`, :mod:`images.train`, :mod:`images.checkpoint`,
-:mod:`images.sampling` (``as_eps_fn``: the one boundary to the samplers), :mod:`images.evaluate`,
+:mod:`images.sampling` (``diffusion_model``: the U-Net as the diffusion layer's model), :mod:`images.evaluate`,
 :mod:`images.classifier`, :mod:`images.main_job`, :mod:`images.bench`, :mod:`images.errors`.
 """
 from pathlib import Path

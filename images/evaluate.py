@@ -60,10 +60,12 @@ def trajectory_error(x: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 @torch.no_grad()
 def denoise_with(model: nn.Module, x: torch.Tensor, t: float = 1e-3) -> torch.Tensor:
     """``x_0 = (x_t - sigma_t eps(x_t, t)) / alpha_t`` with the model at time ``t`` (sec. 5's final step)."""
-    from .sampling import as_eps_fn
+    from taylorsolve.diffusion import eps_function
+
+    from .sampling import diffusion_model
 
     tt = torch.tensor(t, dtype=torch.float64)
-    eps = as_eps_fn(model)(x, tt)
+    eps = eps_function(diffusion_model(model))(x, tt)
     a, s = float(_SCHED.alpha(tt)), float(_SCHED.sigma(tt))
     return (x - s * eps) / a
 
@@ -80,11 +82,11 @@ def derivative_smoothness(model: nn.Module, x1: torch.Tensor, times: Sequence[fl
     difference ``|D - FD_h| / |D|`` per ``dt``.  Run it with a float64 copy of the model so that rounding
     does not mask the smoothness (``model.double()``).
     """
-    from taylorsolve.diffusion import sample
+    from taylorsolve.diffusion import eps_function, sample
 
-    from .sampling import as_eps_fn
+    from .sampling import diffusion_model
 
-    eps_fn = as_eps_fn(model)
+    eps_fn = eps_function(diffusion_model(model))
     dtype = next(model.parameters()).dtype
     ts = sorted({float(t) for t in times}, reverse=True)
     states = {1.0: x1.to(dtype)}
@@ -96,7 +98,7 @@ def derivative_smoothness(model: nn.Module, x1: torch.Tensor, times: Sequence[fl
         fine = torch.cat([_SCHED.t_from_log_snr(lam), torch.tensor(ts, dtype=torch.float64)])
         fine = torch.unique(torch.round(fine * 1e12) / 1e12).flip(0)
         fine[0] = 1.0
-        out = sample(eps_fn, x1.to(dtype), None, method="dpm-solver-3", grid=fine, return_trajectory=True)
+        out = sample(diffusion_model(model), x1.to(dtype), None, method="dpm-solver-3", grid=fine, return_trajectory=True)
         for t in ts:
             states[t] = out.trajectory[int(torch.argmin((fine - t).abs()))]
     rows = []

@@ -1,33 +1,31 @@
 r"""Sampling from the project's U-Net with :func:`taylorsolve.diffusion.sample`.
 
-:func:`as_eps_fn` is the ONE place where the U-Net meets the diffusion layer: the samplers call
-``eps_fn(x, t)`` with ``x`` in the solver's dtype and ``t`` a float64 0-d tensor; the U-Net wants
-``t`` as ``[B]`` in its own dtype.  Everything else here (NFE budgets, batching, the reference
-solves) goes through that function, so replacing it by the diffusion layer's model boundary is a
-one-place change.
+The U-Net crosses the diffusion layer's model boundary once (:func:`diffusion_model`): as a
+``torch.nn.Module`` it receives ``t`` as a ``[B]`` vector in its own dtype (float32) while the solver
+state keeps the dtype of ``x1`` (float64 here); class labels travel as ``cond={"class_labels": ...}``;
+sampling builds no autograd graph.  NFE budgets are the layer's (``sample(..., nfe=N)``): GENIE with
+the autodiff derivative pays its JVP passes at their measured cost through ``overhead=`` (sec. 5).
 
-Methods are those of ``sample()`` (``taylorsolve.diffusion.METHODS``); names it does not know yet
-(:data:`PLANNED_METHODS`, e.g. ``"unipc"``) are reported as unavailable.  Each method runs on its
-customary time grid (:data:`DEFAULT_GRIDS`: quadratic striding for DDIM and GENIE as in the paper,
-linear striding for PNDM as in the paper, log-SNR for DPM-Solver++ and UniPC as in their papers).
+Each method runs on its customary time grid (:data:`DEFAULT_GRIDS`: quadratic striding for DDIM and
+GENIE as in the paper, linear striding for PNDM as in the paper, log-SNR for DPM-Solver++ and UniPC as
+in their papers).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from taylorsolve.diffusion import sample, steps_for_nfe, expected_nfe
+from taylorsolve.diffusion import DiffusionModel, available_methods, canonical_method, sample, steps_for_nfe
 from taylorsolve.errors import TaylorSolveError
 
 from .errors import UnknownNameError
 
 __all__ = [
-    "as_eps_fn",
+    "diffusion_model",
     "DEFAULT_GRIDS",
-    "PLANNED_METHODS",
     "method_available",
     "canonical",
     "steps_for_budget",
@@ -53,74 +51,41 @@ DEFAULT_GRIDS: dict[str, str] = {
     "heun": "edm",
 }
 
-#: methods the main job compares that ``sample()`` may not implement yet
-PLANNED_METHODS = ("unipc",)
 
-
-def as_eps_fn(model: nn.Module, class_labels: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """THE glue between the U-Net and ``taylorsolve.diffusion.sample``: ``eps_fn(x, t)``.
-
-    * ``t`` (a float64 0-d tensor from the sampler, possibly a dual tensor inside ``torch.func.jvp``)
-      is cast to the model's dtype and device and expanded to ``[B]``;
-    * ``x`` is cast to the model's dtype, the result back to ``x``'s dtype;
-    * the call runs under ``torch.no_grad()`` (no autograd graph; forward-mode AD for GENIE's
-      derivative still flows: ``torch.func.jvp`` is unaffected by ``no_grad``);
-    * ``class_labels`` (int ``[B]``) are passed for class-conditional models.
-
-    The model should be in eval mode (dropout off); :func:`run_sampler` makes sure of it.
-    """
-    p = next(model.parameters())
-    dtype, device = p.dtype, p.device
-
-    def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        tb = t.to(device=device, dtype=dtype).expand(x.shape[0])
-        with torch.no_grad():
-            if class_labels is None:
-                out = model(x.to(dtype), tb)
-            else:
-                out = model(x.to(dtype), tb, class_labels)
-        return out.to(x.dtype)
-
-    return eps_fn
+def diffusion_model(model: nn.Module) -> DiffusionModel:
+    """The U-Net as the diffusion layer's :class:`~taylorsolve.diffusion.DiffusionModel` (eps prediction,
+    continuous ``t`` as ``[B]`` in the network's dtype; a headed network's ``overhead`` is kept)."""
+    if isinstance(model, DiffusionModel):
+        return model
+    return DiffusionModel(model, parameterization="eps", t_shape="batch", overhead=getattr(model, "overhead", None),
+                          name=type(model).__name__)
 
 
 def canonical(method: str) -> str:
-    """Canonical method name (``sample()``'s aliases; ``genie-ad`` = ``genie``)."""
+    """Canonical method name (the registry's aliases; ``genie-ad`` = ``genie``)."""
     key = method.strip().lower().replace("_", "-")
     if key in ("genie-ad", "genie-autodiff"):
         return "genie"
     try:
-        from taylorsolve.diffusion.samplers import canonical_method
-
         return canonical_method(key)
     except TaylorSolveError:
         return key
 
 
 def method_available(method: str) -> bool:
-    """Whether ``sample()`` knows ``method`` today."""
-    from taylorsolve.diffusion import METHODS
+    """Whether the sampler registry knows ``method``."""
+    return canonical(method) in available_methods()
 
-    return canonical(method) in METHODS
+
+def _overhead(method: str, jvp_cost: float | None) -> float:
+    return float(jvp_cost) if canonical(method) == "genie" and jvp_cost else 0.0
 
 
 def steps_for_budget(method: str, nfe: int, *, afs: bool = False, denoise: bool = False, jvp_cost: float = 0.0) -> int:
-    """Solver steps whose cost fits ``nfe``: ``steps_for_nfe`` of the diffusion layer; for GENIE with
-    the autodiff derivative each step also costs ``jvp_cost`` (the JVP pass in units of one eps
-    evaluation), i.e. the budget is ``round(nfe / (1 + jvp_cost))`` evaluations (sec. 5's rule)."""
-    m = canonical(method)
-    if m == "genie" and jvp_cost > 0:
-        # the AFS step and the denoising step take no JVP; the others do
-        best = 0
-        for n in range(1, nfe + 2):
-            jvps = n - int(afs)
-            cost = expected_nfe("genie", n, afs=afs, denoise=denoise) + jvp_cost * jvps
-            if cost <= nfe + 1e-9:
-                best = n
-        if best == 0:
-            raise TaylorSolveError(f"genie (autodiff, JVP cost {jvp_cost:.2f}) cannot take a step with {nfe} NFE")
-        return best
-    return steps_for_nfe(m, nfe, afs=afs, denoise=denoise)
+    """Solver steps that fit the budget ``nfe`` (the diffusion layer's ``steps_for_nfe``); for GENIE with
+    the autodiff derivative each JVP pass costs ``jvp_cost`` evaluations, so the budget is
+    ``round(nfe / (1 + jvp_cost))`` evaluations (sec. 5's rule)."""
+    return steps_for_nfe(canonical(method), nfe, afs=afs, denoise=denoise, overhead=_overhead(method, jvp_cost))
 
 
 @dataclass
@@ -139,16 +104,15 @@ class SampleRun:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int, *, afs: bool = False,
-                denoise: bool = False, grid: str | None = None, class_labels: torch.Tensor | None = None,
-                **options: Any) -> SampleRun:
-    """``sample(as_eps_fn(model), x1, steps, method=..., grid=..., afs=..., denoise=...)`` in eval mode."""
+def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int | None = None, *, nfe: int | None = None,
+                jvp_cost: float | None = None, afs: bool = False, denoise: bool = False, grid: str | None = None,
+                class_labels: torch.Tensor | None = None, **options: Any) -> SampleRun:
+    """``sample(diffusion_model(model), x1, steps | nfe=..., method=..., grid=..., afs=..., denoise=...)`` in
+    eval mode; ``jvp_cost`` prices GENIE-AD's JVP passes in an NFE budget."""
     m = canonical(method)
     if not method_available(m):
-        from taylorsolve.diffusion import METHODS
-
-        raise UnknownNameError(f"method {method!r} is not (yet) implemented by taylorsolve.diffusion.sample; "
-                               f"known methods: {', '.join(METHODS)}")
+        raise UnknownNameError(f"method {method!r} is not a registered sampler; known methods: "
+                               f"{', '.join(available_methods())}")
     g = grid or DEFAULT_GRIDS.get(m, "quadratic")
     was_training = model.training
     model.eval()
@@ -156,11 +120,15 @@ def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int, *, 
         kw = dict(options)
         if m == "genie":
             kw.setdefault("derivative", "autodiff")
-        out = sample(as_eps_fn(model, class_labels), x1, steps, method=m, grid=g, afs=afs, denoise=denoise, **kw)
+        if nfe is not None and _overhead(m, jvp_cost):
+            kw["overhead"] = _overhead(m, jvp_cost)
+        if class_labels is not None:
+            kw["cond"] = {"class_labels": class_labels}
+        out = sample(diffusion_model(model), x1, steps, method=m, grid=g, nfe=nfe, afs=afs, denoise=denoise, **kw)
     finally:
         model.train(was_training)
     st = out.stats
-    return SampleRun(x=out.x, method=m, steps=steps, grid=g, afs=afs, denoise=denoise, nfe=int(st.nfe),
+    return SampleRun(x=out.x, method=m, steps=int(st.steps), grid=g, afs=afs, denoise=denoise, nfe=int(st.nfe),
                      jvp_passes=int(st.jvp_passes), wall_time=float(st.wall_time), stats=st.as_dict())
 
 

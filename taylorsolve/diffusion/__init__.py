@@ -100,7 +100,7 @@ __all__ = [
 from . import processes, providers, registry
 from .processes import DiffusionProcess, ScalarProcess, get_process
 from .cld import CLD
-from .boundary import DiffusionModel, from_diffusers, from_edm
+from .boundary import DiffusionModel, eps_function, from_diffusers, from_edm
 from .providers import AutodiffTerms, DerivativeProvider, autodiff_terms, get_provider
 from .registry import Sampler, available_methods, canonical_method, get_sampler, register
 from .samplers import METHODS
@@ -117,6 +117,7 @@ __all__ += [
     "DiffusionModel",
     "from_diffusers",
     "from_edm",
+    "eps_function",
     "providers",
     "DerivativeProvider",
     "get_provider",

@@ -47,6 +47,7 @@ __all__ = [
     "ModelBoundary",
     "from_diffusers",
     "from_edm",
+    "eps_function",
     "is_transformed",
     "MODEL_PARAMETERIZATIONS",
     "TIME_CONVENTIONS",
@@ -391,6 +392,29 @@ class ModelBoundary:
         st.nfe += 1
         st.model_calls += self.calls_per_eval
         self.last = LastCall(x=x, t=t, eps=eps)
+
+
+def eps_function(model: Any, *, process: Any = None, parameterization: str | None = None, cond: Any = None,
+                 guidance_scale: float | None = None, uncond: Any = None) -> ModelBoundary:
+    """``eps(x, t)`` of a model through the boundary, outside a sampler: for derivative targets
+    (``torch.func.jvp`` through it, eq. (12)), denoising and evaluation.
+
+    ``t`` is continuous (float64); conversions, dtype policy, conditioning and guidance are those of
+    :func:`~taylorsolve.diffusion.sample`.  The returned :class:`ModelBoundary` counts its primal calls
+    in ``.stats``.  Wrap JVPs through ``torch.nn.Module`` networks in
+    :func:`taylorsolve.diffusion.forward_ad.forward_ad_safe` (fused attention, group norm).
+    """
+    if isinstance(model, DiffusionModel):
+        if parameterization is not None and parameterization != model.parameterization:
+            raise TaylorSolveError(f"parameterization={parameterization!r} contradicts the model's {model.parameterization!r}")
+        dm = model
+    else:
+        dm = DiffusionModel(model, parameterization=parameterization or "eps",
+                            overhead=getattr(model, "overhead", None))
+    if dm.process is not None and process is not None and get_process(process) is not dm.process:
+        raise TaylorSolveError(f"the model declares its process {dm.process!r}; process {process!r} contradicts it")
+    proc = dm.process or get_process(process)
+    return ModelBoundary(dm, proc, SampleStats(), cond=cond, guidance_scale=guidance_scale, uncond=uncond)
 
 
 def _time_value(t: torch.Tensor) -> float | None:

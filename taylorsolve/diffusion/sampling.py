@@ -59,7 +59,7 @@ def prepare_model(model: Any, parameterization: str | None) -> DiffusionModel:
         return model
     if not callable(model):
         raise TaylorSolveError(f"model must be callable model(x, t), got {type(model).__name__}")
-    return DiffusionModel(model, parameterization=parameterization or "eps")
+    return DiffusionModel(model, parameterization=parameterization or "eps", overhead=getattr(model, "overhead", None))
 
 
 def resolve_process(dm: DiffusionModel, process: Any, schedule: Any) -> DiffusionProcess:

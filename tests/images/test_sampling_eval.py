@@ -9,7 +9,7 @@ from _images_helpers import TINY_KW, randomized
 from images.errors import UnknownNameError
 from images.evaluate import derivative_smoothness, inception_fid, per_image_rmse, save_grid, trajectory_error
 from images.sampling import (
-    as_eps_fn,
+    diffusion_model,
     initial_noise,
     method_available,
     reference_solve,
@@ -64,25 +64,27 @@ class Spy(torch.nn.Module):
         return self.w * x * t[:, None, None, None]
 
 
-def test_as_eps_fn_expands_and_casts_time_and_keeps_forward_ad():
+def test_the_unet_crosses_the_boundary_with_batched_float32_time_and_labels():
     spy = Spy()
-    fn = as_eps_fn(spy)
     x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
-    out = fn(x, torch.tensor(0.25, dtype=torch.float64))
-    assert spy.calls[-1][:3] == (torch.float32, torch.float32, (3,))
-    assert out.dtype == torch.float64 and torch.allclose(out, 0.125 * x)
-    assert not out.requires_grad  # no autograd graph
-    # forward-mode AD through the glue: d/dt (w x t) = w x
+    r = run_sampler(spy, x, "ddim", 2)
+    assert {c[:3] for c in spy.calls} == {(torch.float32, torch.float32, (3,))}
+    assert r.x.dtype == torch.float64 and not r.x.requires_grad  # float64 state, no autograd graph
+    # forward-mode AD through the boundary: d/dt (w x t) = w x
+    from taylorsolve.diffusion import eps_function
+
+    fn = eps_function(diffusion_model(spy))
     t = torch.tensor(0.25, dtype=torch.float64)
+    assert torch.allclose(fn(x, t), 0.125 * x.float().double())
     _, dt = torch.func.jvp(lambda s: fn(x, s), (t,), (torch.ones_like(t),))
-    assert torch.allclose(dt, 0.5 * x)
+    assert torch.allclose(dt, 0.5 * x.float().double())
     labels = torch.tensor([1, 2, 3])
-    as_eps_fn(spy, labels)(x, t)
+    run_sampler(spy, x, "ddim", 1, class_labels=labels)
     assert spy.calls[-1][3] is labels
 
 
 def test_genie_autodiff_through_the_glue_is_second_order():
-    """GENIE (autodiff d eps/d gamma through as_eps_fn) converges faster than DDIM to the reference."""
+    """GENIE (autodiff d eps/d gamma through the boundary) converges faster than DDIM to the reference."""
     m = GaussianEps()
     x1 = initial_noise(4, (1, 8, 8), 0)
     ref = reference_solve(m, x1, "dpm3").x
@@ -116,9 +118,11 @@ def test_budgets():
         for afs in (False, True):
             n = steps_for_budget(method, 10, afs=afs)
             assert expected_nfe(method, n, afs=afs) <= 10 < expected_nfe(method, n + 1, afs=afs)
-    # GENIE with its JVP counted: steps * (1 + c) <= budget (AFS: the first step is free, no JVP)
+    # GENIE with its JVP priced at c evaluations: round(budget / (1 + c)) evaluations (sec. 5's rule);
+    # with AFS the first step is free (analytic eps, no JVP)
     assert steps_for_budget("genie", 10, jvp_cost=1.0) == 5
-    assert steps_for_budget("genie", 10, jvp_cost=2.5) == 2
+    assert steps_for_budget("genie", 10, jvp_cost=2.5) == 3      # round(10 / 3.5) = 3
+    assert steps_for_budget("genie", 10, jvp_cost=4.0) == 2
     assert steps_for_budget("genie", 10, afs=True, jvp_cost=1.0) == 6
     assert steps_for_budget("genie", 10) == 10
 
