@@ -17,6 +17,9 @@ __all__ = [
     "CheckpointMismatchError",
     "ResumeError",
     "NonFiniteLossError",
+    "HookError",
+    "HeadMismatchError",
+    "NotDifferentiableError",
 ]
 
 
@@ -59,3 +62,18 @@ class NonFiniteLossError(ImagesError):
         super().__init__(message)
         self.step = step
         self.last_checkpoint_step = last_checkpoint_step
+
+
+class HookError(ImagesError, LookupError):
+    """A prediction head cannot be attached: no module of the network matches the hook preset or the
+    names given, or a hooked module was not called / gave the wrong shape (the message lists the
+    candidate modules)."""
+
+
+class HeadMismatchError(CheckpointMismatchError):
+    """A head checkpoint belongs to another teacher (other weights or config) or another head config."""
+
+
+class NotDifferentiableError(ImagesError):
+    """The teacher's eps is not differentiable in (x, t) (e.g. integer timesteps with rounding on), so
+    the distillation targets of eq. (12) do not exist (the message says what to switch off)."""

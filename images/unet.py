@@ -187,6 +187,23 @@ class PositionalEmbedding(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
+# activation
+# ------------------------------------------------------------------------------------------------
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """``x sigmoid(x)`` (SiLU) written out: numerically ``F.silu`` to round-off, but differentiable by
+    *nested* forward-mode AD (``F.silu``'s backward has no forward-mode formula in torch 2.x, so
+    ``jvp`` of ``jvp`` -- the second derivative of eps along the ODE, app. B.3 -- fails through it)."""
+    return x * torch.sigmoid(x)
+
+
+class SiLU(nn.Module):
+    """Module form of :func:`silu` (no parameters: checkpoints of ``nn.SiLU`` models load unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return silu(x)
+
+
+# ------------------------------------------------------------------------------------------------
 # blocks
 # ------------------------------------------------------------------------------------------------
 def _groups(ch: int) -> int:
@@ -225,12 +242,12 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.norm0(x))
+        h = silu(self.norm0(x))
         h = self._resample(h)
         x = self._resample(x)
         h = self.conv0(h)
-        h = h + self.emb_proj(F.silu(emb))[:, :, None, None].to(h.dtype)
-        h = self.conv1(self.dropout(F.silu(self.norm1(h))))
+        h = h + self.emb_proj(silu(emb))[:, :, None, None].to(h.dtype)
+        h = self.conv1(self.dropout(silu(self.norm1(h))))
         if self.skip is not None:
             x = self.skip(x)
         out = x + h
@@ -277,7 +294,7 @@ class UNet(nn.Module):
         ch, emb_dim = cfg.ch, cfg.ch * cfg.emb_mult
         self.emb_dim = emb_dim
         self.noise_embed = PositionalEmbedding(ch)
-        self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
         self.embedding = nn.Identity()
 
@@ -391,5 +408,5 @@ class UNet(nn.Module):
             for m in layer:
                 h = m(h, emb) if isinstance(m, ResBlock) else m(h)
         h = self.last_features(h)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(silu(self.norm_out(h)))
         return out.to(x.dtype)
