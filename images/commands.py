@@ -96,6 +96,47 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--list-configs", action="store_true", help="print the configs' parameter counts and exit")
     p.add_argument("--out", default=str(DEFAULT_OUT))
 
+    p = sub.add_parser("distill", help="distil a prediction head (d eps/d gamma, GENIE Alg. 1) from a frozen U-Net",
+                       description="Distil (or --resume) a prediction head on a frozen teacher; head.safetensors in --out.")
+    p.add_argument("--checkpoint", default=None, help="the teacher (default: the committed digits model)")
+    p.add_argument("--out", required=True, help="run folder (head.safetensors, run.json, log.jsonl, eval.json)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--resume", action="store_true", help="continue the head checkpoint in --out")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--order", type=int, default=1, choices=[1, 2], help="1: d eps/d gamma; 2: d^2 eps/d gamma^2 (TTM-3)")
+    p.add_argument("--no-mixed", action="store_true", help="ablation: no mixed parameterisation (eq. (14))")
+    p.add_argument("--no-weighting", action="store_true", help="ablation: g_d = 1 instead of gamma^2 (eq. (15))")
+    p.add_argument("--feed", default="eps_theta", choices=["eps_theta", "true_noise"], help="the head's eps input")
+    p.add_argument("--objective", default="autodiff", choices=["autodiff", "ad_free"], help="targets: JVP or app. D")
+    p.add_argument("--time-sampling", default="uniform+log", choices=["uniform", "uniform+log"])
+    p.add_argument("--t-cutoff", type=float, default=1e-3)
+    p.add_argument("--channels", type=int, default=None, help="head width (default: the feature map's channels)")
+    p.add_argument("--num-blocks", type=int, default=1, help="residual blocks (2: 'bigger')")
+    p.add_argument("--no-normalize-features", action="store_true")
+    p.add_argument("--pool", type=int, default=0,
+                   help="precompute targets for a fixed pool of N draws and train on it (0: fresh draws, Alg. 1)")
+    p.add_argument("--dataset", default=None, help="default: the teacher's")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--eval-samples", type=int, default=384, help="held-out draws for the final evaluation (0: skip)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("heads", help="distil the standard head, Table 2's ablations and the second-order head on one pool")
+    p.add_argument("--checkpoint", default=None, help="the teacher (default: the committed digits model)")
+    p.add_argument("--out", default="runs/digits_heads", help="run folders, one per variant")
+    p.add_argument("--variants", default="standard,no_mixed,no_weighting,bigger,true_noise,ad_free,second_order")
+    p.add_argument("--pool", type=int, default=8192, help="target pool size")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--commit-to", default=None, help="also write the EMA heads here (e.g. images/checkpoints/digits_tiny/heads)")
+    p.add_argument("--threads", type=int, default=None)
+
     p = sub.add_parser("classifier", help="the digits classifier of the classifier FD (show, or --retrain it)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--out", default=None, help="where --retrain writes (default: the committed file)")
@@ -119,7 +160,8 @@ def run(a: argparse.Namespace) -> int:
     if getattr(a, "threads", None):
         torch.set_num_threads(int(a.threads))
     return {"sample": _sample, "evaluate": _evaluate, "all": _all, "bench": _bench, "classifier": _classifier,
-            "conditioning": _conditioning}[a.command](a)
+            "conditioning": _conditioning, "distill": _distill,
+            "heads": _heads}[a.command](a)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,6 +329,51 @@ def _bench(a: argparse.Namespace) -> int:
     run_bench(a.config, batch=a.batch, device=a.device, methods=a.methods.split(","), nfe=a.nfe, warmup=a.warmup,
               repeats=a.repeats, sampler_repeats=a.sampler_repeats, out=Path(a.out))
     return 0
+
+
+def _distill(a: argparse.Namespace) -> int:
+    from . import DEFAULT_DIGITS_CHECKPOINT
+    from .distill import DistillArgs, distill
+    from .train import Interrupted
+
+    args = DistillArgs(checkpoint=a.checkpoint or str(DEFAULT_DIGITS_CHECKPOINT), out=a.out, steps=a.steps,
+                       resume=a.resume, batch_size=a.batch_size, seed=a.seed, lr=a.lr, warmup=a.warmup, ema=a.ema,
+                       order=a.order, mixed=not a.no_mixed, weighting=not a.no_weighting, feed=a.feed,
+                       objective=a.objective, time_sampling=a.time_sampling, t_cutoff=a.t_cutoff, channels=a.channels,
+                       num_blocks=a.num_blocks, normalize_features=not a.no_normalize_features, pool=a.pool,
+                       dataset=a.dataset, data_dir=a.data_dir, checkpoint_every=a.checkpoint_every,
+                       eval_samples=a.eval_samples, device=_device(a.device), threads=a.threads,
+                       progress=not a.no_progress)
+    try:
+        res = distill(args)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 128 + int(exc.signum)
+    if _rank() == 0:
+        print(f"distilled to step {res['step']} (from {res['start_step']}) in {res['session_seconds']:.1f} s; "
+              f"{res['head_parameters']:,} head parameters; head {res['checkpoint']}")
+        ev = res.get("eval")
+        if ev:
+            bands = ", ".join(f"[{b['lo']:g}, {b['hi']:g}]: {b['rel_mse']:.3f}" for b in ev["bands"])
+            print(f"held-out relative error (gamma^2-weighted) {ev['rel_mse']:.3f}, unweighted {ev['rel_mse_unweighted']:.3f}; "
+                  f"by band of t: {bands}")
+    return 0
+
+
+def _heads(a: argparse.Namespace) -> int:
+    from . import DEFAULT_DIGITS_CHECKPOINT
+    from .head_experiments import distill_variants
+
+    distill_variants(Path(a.out), checkpoint=a.checkpoint or str(DEFAULT_DIGITS_CHECKPOINT),
+                     variants=[v for v in a.variants.split(",") if v], pool_size=a.pool, steps=a.steps, seed=a.seed,
+                     threads=a.threads, commit_to=Path(a.commit_to) if a.commit_to else None)
+    return 0
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def _classifier(a: argparse.Namespace) -> int:

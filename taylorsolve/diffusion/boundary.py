@@ -317,7 +317,10 @@ class ModelBoundary:
         if isinstance(out, (tuple, list)) and len(out) == 2 and not isinstance(out, torch.Tensor):
             out, aux = out
         pred = self._check(out, x, t, transformed, what="the model")
-        if aux is not None:
+        if isinstance(aux, (tuple, list)):          # heads for d eps/d gamma and d^2 eps/d gamma^2
+            aux = tuple(self._check(a, x, t, transformed, what=f"the model's derivative head {i + 1}")
+                        for i, a in enumerate(aux))
+        elif aux is not None:
             aux = self._check(aux, x, t, transformed, what="the model's derivative head")
         if m.parameterization == "edm":
             gamma = self.process.schedule.gamma(t)  # type: ignore[attr-defined]

@@ -453,11 +453,13 @@ class HeadProvider(DerivativeProvider):
     the model boundary keeps ``k`` of the last evaluation, which is the evaluation of eps at this very
     point.  With classifier-free guidance each branch's head saw its own branch's eps, and the
     derivative is eq. (81): ``(1 + w) k_c - w k_u`` -- not the guided ODE's derivative (module docstring).
-    Only the first derivative (TTM order <= 2).  Cost: the network's declared ``overhead``.
+    A network with a second head returns ``(prediction, (k1, k2))``, ``k2 ~ d^2 eps/d gamma^2``
+    (app. B.3), and TTM-3 runs on heads alone (``order=3``); guided, each order is combined as eq. (81).
+    Cost: the network's declared ``overhead`` (all heads together).
     """
 
     name = "head"
-    max_derivative = 1
+    max_derivative = 2
 
     def __init__(self) -> None:
         super().__init__()
@@ -484,11 +486,20 @@ class HeadProvider(DerivativeProvider):
                 "(e.g. images.heads.attach_head(model)); this model returned a single tensor"
             )
         self.counters.derivative_evals += 1
+
+        def orders(aux: Any) -> tuple[torch.Tensor, ...]:
+            ks = tuple(aux) if isinstance(aux, (tuple, list)) else (aux,)
+            if n > len(ks):
+                raise TaylorSolveError(
+                    f"derivative='head' with TTM order {n + 1} needs heads for the first {n} derivatives of eps; the "
+                    f"model returned {len(ks)} (attach a second-order head: images.heads.attach_head(model, head, head2=...))")
+            return ks[:n]
+
         if b.guidance_scale is None:
-            return [last.aux]
+            return list(orders(last.aux))
         w = float(b.guidance_scale)
         k_c, k_u = last.aux
-        return [(1.0 + w) * k_c - w * k_u]                                    # eq. (81)
+        return [(1.0 + w) * c - w * u for c, u in zip(orders(k_c), orders(k_u))]   # eq. (81)
 
 
 class GuidedHeadsProvider(DerivativeProvider):
