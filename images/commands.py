@@ -78,6 +78,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1000, help="seed of the evaluation noise")
     p.add_argument("--jvp-cost", type=float, default=None,
                    help="cost of GENIE's JVP pass in NFE (default: measured at the start of the run)")
+    p.add_argument("--heads-dir", default=None,
+                   help="distilled heads (default: the committed heads beside the committed model)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(DEFAULT_OUT))
@@ -309,7 +311,7 @@ def _all(a: argparse.Namespace) -> int:
 
     run_all(Path(a.out), checkpoint=a.checkpoint, retrain=a.retrain, retrain_dir=a.retrain_dir, num=a.num, seed=a.seed,
             nfes=_ints(a.nfe), fd_num=a.fd_num, fd_seeds=_ints(a.fd_seeds), quiet=a.quiet, device=_device(a.device),
-            jvp_cost=a.jvp_cost)
+            jvp_cost=a.jvp_cost, heads_dir=a.heads_dir)
     return 0
 
 

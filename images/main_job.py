@@ -51,11 +51,15 @@ DEFAULT_OUT = Path("results") / "images"
 @dataclass(frozen=True)
 class MethodSpec:
     """A row of the comparison: display ``label``, ``sample()`` method, and how a JVP pass is counted
-    (``jvp_cost``: ``None`` = not a JVP method, ``"measured"``, or a number of NFE)."""
+    (``jvp_cost``: ``None`` = not a JVP method, ``"measured"``, or a number of NFE); ``heads``: the
+    committed head variants the method runs on (:mod:`images.head_experiments`; their measured
+    overhead prices them), ``options``: further ``sample()`` options as ``(name, value)`` pairs."""
 
     label: str
     method: str
     jvp_cost: Any = None
+    heads: tuple[str, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 MAIN_METHODS: tuple[MethodSpec, ...] = (
@@ -65,6 +69,8 @@ MAIN_METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("DPM-Solver++(2M)", "dpm-solver++2m"),
     MethodSpec("DEIS", "deis"),
     MethodSpec("UniPC", "unipc"),
+    MethodSpec("GENIE (head)", "genie", heads=("standard",), options=(("derivative", "head"),)),
+    MethodSpec("TTM-3 (heads)", "ttm", heads=("standard", "second_order"), options=(("derivative", "head"), ("order", 3))),
     MethodSpec("GENIE-AD", "genie", "measured"),
     MethodSpec("GENIE-AD (JVP = 1 NFE)", "genie", 1.0),
 )
@@ -120,11 +126,13 @@ def run_all(out: Path = DEFAULT_OUT, *, checkpoint: str | Path | None = None, re
             retrain_dir: str | Path | None = None, num: int = 64, seed: int = 1000, nfes: Sequence[int] = (5, 10, 15, 20, 25),
             fd_num: int = 360, fd_seeds: Sequence[int] = (0, 1, 2), fd_nfe: int = 25,
             methods: Sequence[MethodSpec] = MAIN_METHODS, quiet: bool = False, device: str = "cpu",
-            jvp_cost: float | None = None) -> dict[str, Any]:
+            jvp_cost: float | None = None, heads_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the main job; returns the summary (also written to ``out/summary.json``).
 
     ``jvp_cost`` (in forward passes) replaces the measured cost of a JVP pass, e.g. to compare
-    tables from a busy machine (where the measurement is disturbed) with a quiet one.
+    tables from a busy machine (where the measurement is disturbed) with a quiet one.  ``heads_dir``:
+    the distilled heads (default: the committed ones beside the committed model; heads distilled from
+    another teacher are refused and their methods skipped with a note).
     """
     from . import DEFAULT_DIGITS_CHECKPOINT
 
@@ -156,6 +164,11 @@ def run_all(out: Path = DEFAULT_OUT, *, checkpoint: str | Path | None = None, re
     _log(f"[all] forward {cost['forward_s'] * 1e3:.1f} ms, jvp {cost['jvp_s'] * 1e3:.1f} ms at batch {num}: "
          f"one JVP pass = {jvp_cost:.2f} NFE", quiet)
 
+    # 2b. the committed heads and their overhead (app. C.2.5)
+    t0 = time.perf_counter()
+    headed, head_notes, overheads = _load_heads(model, methods, heads_dir, num, quiet)
+    timings["heads_overhead_s"] = time.perf_counter() - t0
+
     # 3. references
     t0 = time.perf_counter()
     cfg = model.config
@@ -179,20 +192,26 @@ def run_all(out: Path = DEFAULT_OUT, *, checkpoint: str | Path | None = None, re
             notes.append(f"{spec.label}: skipped, taylorsolve.diffusion.sample has no method {spec.method!r} yet")
             _log(f"[all] note: {notes[-1]}", quiet)
             continue
+        if spec.heads and spec.heads not in headed:
+            notes.append(f"{spec.label}: skipped, {head_notes.get(spec.heads, 'no distilled head')}")
+            _log(f"[all] note: {notes[-1]}", quiet)
+            continue
         c = None if spec.jvp_cost is None else (jvp_cost if spec.jvp_cost == "measured" else float(spec.jvp_cost))
+        sampler_model = headed[spec.heads] if spec.heads else model
+        head_ov = overheads.get(spec.heads, 0.0) if spec.heads else 0.0
         for nfe in nfes:
             for afs in (False, True):
                 for den in (False, True):
                     row: dict[str, Any] = {"method": spec.label, "nfe_budget": nfe, "afs": afs, "denoise": den}
                     try:
-                        steps = steps_for_budget(spec.method, nfe, afs=afs, denoise=den, jvp_cost=c or 0.0)
+                        steps = _steps(spec, nfe, afs, den, c, head_ov)
                     except Exception as exc:  # noqa: BLE001 - N/A budgets (F-PNDM <= 10 NFE, GENIE-AD at 5)
                         row.update(status=f"n/a: {exc}")
                         rows.append(row)
                         continue
-                    r = run_sampler(model, x1, spec.method, steps, afs=afs, denoise=den)
+                    r = run_sampler(sampler_model, x1, spec.method, steps, afs=afs, denoise=den, **dict(spec.options))
                     e = trajectory_error(r.x, ref_den if den else ref)
-                    cost_nfe = r.nfe + (c or 0.0) * r.jvp_passes
+                    cost_nfe = r.nfe * (1.0 + head_ov) + (c or 0.0) * r.jvp_passes
                     row.update(status="ok", steps=steps, grid=r.grid, nfe=r.nfe, jvp_passes=r.jvp_passes,
                                cost_nfe=round(cost_nfe, 2), **e, seconds=round(r.wall_time, 3))
                     rows.append(row)
@@ -217,15 +236,26 @@ def run_all(out: Path = DEFAULT_OUT, *, checkpoint: str | Path | None = None, re
         g = run_sampler(model, x1, "genie", steps)
         ed, eg = trajectory_error(d.x, ref)["rmse"], trajectory_error(g.x, ref)["rmse"]
         equal[str(steps)] = {"ddim": ed, "genie_ad": eg, "ratio": eg / ed}
-        _log(f"[all] equal steps {steps}: DDIM {ed:.4g}, GENIE-AD {eg:.4g}, ratio {eg / ed:.3f}", quiet)
+        if ("standard",) in headed:
+            h = run_sampler(headed[("standard",)], x1, "genie", steps, derivative="head")
+            equal[str(steps)]["genie_head"] = trajectory_error(h.x, ref)["rmse"]
+        _log(f"[all] equal steps {steps}: DDIM {ed:.4g}, GENIE-AD {eg:.4g}, ratio {eg / ed:.3f}"
+             + (f"; GENIE (head) {equal[str(steps)]['genie_head']:.4g}" if "genie_head" in equal[str(steps)] else ""), quiet)
     smallest = min(smallest, *(v["genie_ad"] for v in equal.values()))
     timings["equal_steps_s"] = time.perf_counter() - t0 - timings["solvers_s"]
+
+    # 5b. the heads' ablations (Table 2's form)
+    t0 = time.perf_counter()
+    ablations = _ablations(model, x1, ref, ref_den, nfes, heads_dir, overheads, headed, quiet)
+    timings["ablations_s"] = time.perf_counter() - t0
+    if ablations:
+        write_csv(out / "ablations.csv", ablations)
 
     # 6. classifier FD at fd_nfe
     t0 = time.perf_counter()
     if fd_nfe not in nfes:
         fd_nfe = max(nfes)
-    fd_rows = _fd_block(model, best, methods, fd_nfe, fd_num, fd_seeds, jvp_cost, quiet) if fd_num > 0 else []
+    fd_rows = _fd_block(model, best, methods, fd_nfe, fd_num, fd_seeds, jvp_cost, quiet, headed) if fd_num > 0 else []
     timings["fd_s"] = time.perf_counter() - t0
     if fd_rows:
         write_csv(out / "fd.csv", fd_rows)
@@ -244,12 +274,15 @@ def run_all(out: Path = DEFAULT_OUT, *, checkpoint: str | Path | None = None, re
         "num_images": num,
         "noise_seed": seed,
         "jvp": cost,
+        "head_overhead": {"+".join(k): v for k, v in overheads.items()},
+        "ablations": ablations,
         "reference": {"rk45_nfe": refs["rk45"].nfe, "dpm3_nfe": refs["dpm3"].nfe, "disagreement_rmse": agree["rmse"],
                       "disagreement_rmse_denoised": agree_den["rmse"], "smallest_error_reported": smallest,
                       "ok": max(agree["rmse"], agree_den["rmse"]) < 0.1 * smallest},
         "best": [best[k] for k in sorted(best, key=lambda k: (k[0], k[1]))],
         "equal_steps": equal,
         "target_genie_ad_half_of_ddim_at_10_steps": equal["10"]["ratio"] <= 0.5,
+        "head_targets": _head_targets(best, overheads, nfes, _fd_verdicts_vs(fd_rows, "DDIM", "GENIE (head)")),
         "fd_within_reference_spread": _fd_verdicts(fd_rows),
         "fd": fd_rows,
         "notes": notes,
@@ -265,7 +298,8 @@ def run_all(out: Path = DEFAULT_OUT, *, checkpoint: str | Path | None = None, re
 
 
 def _fd_block(model: nn.Module, best: dict[tuple[str, int], dict[str, Any]], methods: Sequence[MethodSpec], nfe: int,
-              n: int, seeds: Sequence[int], jvp_cost: float, quiet: bool) -> list[dict[str, Any]]:
+              n: int, seeds: Sequence[int], jvp_cost: float, quiet: bool, headed: dict[tuple[str, ...], Any] | None = None
+              ) -> list[dict[str, Any]]:
     """Classifier FD over seeds at ``nfe`` (each method's best combination), the reference solver's and the data's."""
     from .classifier import classifier_fd, load_classifier
     from .data import load_digits
@@ -290,12 +324,143 @@ def _fd_block(model: nn.Module, best: dict[tuple[str, int], dict[str, Any]], met
         b = best.get((spec.label, nfe))
         if b is None:
             continue
-        sets = [generate(model, n, seed=s, method=spec.method, steps=b["steps"], afs=b["afs"], denoise=b["denoise"],
-                         batch_size=bs)[0] for s in seeds]
+        sm = (headed or {}).get(spec.heads, model) if spec.heads else model
+        sets = [generate(sm, n, seed=s, method=spec.method, steps=b["steps"], afs=b["afs"], denoise=b["denoise"],
+                         batch_size=bs, **dict(spec.options))[0] for s in seeds]
         rows.append({"method": spec.label, "nfe": nfe, "steps": b["steps"], "afs": b["afs"], "denoise": b["denoise"],
                      **_fd_row(classifier_fd(clf, sets, train_x))})
         _log(f"[all] FD {spec.label} NFE {nfe}: {rows[-1]['fd_mean']:.2f} +- {rows[-1]['fd_std']:.2f}", quiet)
     return rows
+
+
+def _steps(spec: MethodSpec, nfe: int, afs: bool, den: bool, jvp_cost: float | None, head_overhead: float) -> int:
+    """Steps within the budget: GENIE-AD's JVP passes at their cost, heads at their measured overhead
+    (sec. 5: ``round(nfe / (1 + overhead))`` evaluations)."""
+    from taylorsolve.diffusion import steps_for_nfe
+
+    from .sampling import canonical
+
+    if spec.heads:
+        return steps_for_nfe(canonical(spec.method), nfe, afs=afs, denoise=den, overhead=head_overhead)
+    return steps_for_budget(spec.method, nfe, afs=afs, denoise=den, jvp_cost=jvp_cost or 0.0)
+
+
+def _load_heads(model: nn.Module, methods: Sequence[MethodSpec], heads_dir: str | Path | None, batch: int, quiet: bool
+                ) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], str], dict[tuple[str, ...], float]]:
+    """The headed models the methods need, from ``heads_dir``, with their overhead measured (app. C.2.5:
+    5 warm-up and 50 timed passes of the network alone and with the heads, at ``batch``)."""
+    from .errors import HeadMismatchError
+    from .head_experiments import DEFAULT_HEADS_DIR
+    from .heads import attach_head, measure_overhead
+
+    folder = Path(heads_dir) if heads_dir is not None else DEFAULT_HEADS_DIR
+    headed: dict[tuple[str, ...], Any] = {}
+    notes: dict[tuple[str, ...], str] = {}
+    overheads: dict[tuple[str, ...], float] = {}
+    wanted = {spec.heads for spec in methods if spec.heads} | {("bigger",)}
+    for key in sorted(wanted):
+        files = [folder / f"{v}.safetensors" for v in key]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            notes[key] = f"no distilled head file(s) {', '.join(missing)} (python -m images heads --commit-to {folder})"
+            continue
+        try:
+            h = attach_head(model, head=files[0], head2=files[1] if len(files) > 1 else None, overhead=None)
+        except HeadMismatchError as exc:
+            notes[key] = f"the heads in {folder} belong to another teacher ({exc})"
+            continue
+        info = measure_overhead(h, batch=batch, warmup=5, repeats=50, rounds=3)
+        h.overhead = info["overhead"]
+        h.overhead_info = info
+        headed[key], overheads[key] = h, info["overhead"]
+        _log(f"[all] head(s) {'+'.join(key)}: {info['head_parameters']:,} parameters, overhead "
+             f"{100 * info['overhead']:.2f} % of the network ({info['model_s'] * 1e3:.1f} ms vs "
+             f"{info['headed_s'] * 1e3:.1f} ms at batch {info['batch']})", quiet)
+    return headed, notes, overheads
+
+
+def _ablations(model: nn.Module, x1: torch.Tensor, ref: torch.Tensor, ref_den: torch.Tensor, nfes: Sequence[int],
+               heads_dir: str | Path | None, overheads: dict[tuple[str, ...], float], headed: dict[tuple[str, ...], Any],
+               quiet: bool) -> list[dict[str, Any]]:
+    """Table 2's form: each first-order head variant as GENIE's derivative at the NFE budgets (best of
+    AFS / denoise; the variant's overhead: measured for ``standard`` and ``bigger``, the others have
+    ``standard``'s architecture), with its held-out relative error per band of t (from its record)."""
+    from taylorsolve.diffusion import steps_for_nfe
+
+    from .head_experiments import DEFAULT_HEADS_DIR, VARIANTS
+    from .heads import attach_head, read_head_metadata
+
+    folder = Path(heads_dir) if heads_dir is not None else DEFAULT_HEADS_DIR
+    if ("standard",) not in headed:
+        return []
+    rows: list[dict[str, Any]] = []
+    for v in VARIANTS:
+        if VARIANTS[v].get("order") == 2:
+            continue
+        f = folder / f"{v}.safetensors"
+        if not f.is_file():
+            continue
+        h = headed.get((v,)) or attach_head(model, head=f, overhead=None)
+        ov = overheads.get((v,), overheads[("standard",)])
+        meta = read_head_metadata(f)
+        ev = (meta.get("record") or {}).get("eval") or {}
+        row: dict[str, Any] = {"variant": v, "overhead": round(ov, 4), "rel_mse": ev.get("rel_mse"),
+                               "rel_mse_unweighted": ev.get("rel_mse_unweighted")}
+        for b in ev.get("bands", []):
+            row[f"rel_mse_t[{b['lo']:g},{b['hi']:g}]"] = b["rel_mse"]
+        for nfe in nfes:
+            best_e, best_k = float("inf"), ""
+            for afs in (False, True):
+                for den in (False, True):
+                    try:
+                        steps = steps_for_nfe("genie", nfe, afs=afs, denoise=den, overhead=ov)
+                    except Exception:  # noqa: BLE001
+                        continue
+                    r = run_sampler(h, x1, "genie", steps, afs=afs, denoise=den, derivative="head")
+                    e = trajectory_error(r.x, ref_den if den else ref)["rmse"]
+                    if e < best_e:
+                        best_e, best_k = e, f"{steps}" + ("*" if afs else "") + ("d" if den else "")
+            row[f"rmse_nfe{nfe}"] = best_e
+            row[f"steps_nfe{nfe}"] = best_k
+        rows.append(row)
+        if h is not headed.get((v,)):
+            h.remove()
+        _log(f"[all] ablation {v}: relative error {row['rel_mse']:.3f}; RMSE "
+             + ", ".join(f"NFE {n} {row[f'rmse_nfe{n}']:.4f}" for n in nfes), quiet)
+    return rows
+
+
+def _fd_verdicts_vs(fd_rows: list[dict[str, Any]], base: str, other: str) -> bool | None:
+    """Is ``other``'s classifier FD no worse than ``base``'s beyond the seed spread (``other``'s mean
+    below ``base``'s mean plus the larger of the two standard deviations)?"""
+    a = next((r for r in fd_rows if r["method"] == base), None)
+    b = next((r for r in fd_rows if r["method"] == other), None)
+    if a is None or b is None:
+        return None
+    return b["fd_mean"] <= a["fd_mean"] + max(a["fd_std"], b["fd_std"])
+
+
+def _head_targets(best: dict[tuple[str, int], dict[str, Any]], overheads: dict[tuple[str, ...], float],
+                  nfes: Sequence[int], fd_ok: bool | None) -> dict[str, Any]:
+    """The issue's targets for GENIE (head), checked on this run's figures."""
+    out: dict[str, Any] = {}
+    if ("standard",) not in overheads:
+        return out
+    out["overhead_at_most_5_percent_cpu"] = overheads[("standard",)] <= 0.05
+    lowest = {}
+    for n in nfes:
+        rows = [(b["rmse"], m) for (m, nn), b in best.items() if nn == n and m != "GENIE-AD (JVP = 1 NFE)"]
+        if rows:
+            lowest[str(n)] = min(rows)[1]
+    out["lowest_error_method_by_nfe"] = lowest
+    out["genie_head_lowest_at_10_15_20_25"] = all(lowest.get(str(n)) == "GENIE (head)" for n in (10, 15, 20, 25)
+                                                  if str(n) in lowest)
+    g, d = best.get(("GENIE (head)", 10)), best.get(("DDIM", 10))
+    if g and d:
+        out["genie_head_vs_ddim_at_nfe10"] = g["rmse"] / d["rmse"]
+        out["genie_head_30_percent_below_ddim_at_nfe10"] = g["rmse"] <= 0.7 * d["rmse"]
+    out["fd_no_worse_than_ddim"] = fd_ok
+    return out
 
 
 def _fd_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -337,6 +502,25 @@ def _table_md(best: dict[tuple[str, int], dict[str, Any]], methods: Sequence[Met
             v = verdict.get(r["method"])
             mark = "" if v is None else ("yes" if v else "no")
             lines.append(f"| {r['method']} | {r.get('nfe', '')} | {r['fd_mean']:.2f} +- {r['fd_std']:.2f} | {mark} |")
+    if summary.get("head_overhead"):
+        lines += ["", "Head overhead (app. C.2.5; CPU, 5 warm-up + 50 timed passes, batch "
+                  f"{summary['num_images']}): " + "; ".join(f"{k} {100 * v:.2f} %" for k, v in summary["head_overhead"].items())]
+    abl = summary.get("ablations") or []
+    if abl:
+        ns = [k[len("rmse_nfe"):] for k in abl[0] if k.startswith("rmse_nfe")]
+        bands = [k for k in abl[0] if k.startswith("rel_mse_t[")]
+        lines += ["", "Head ablations (Table 2's form): held-out gamma^2-weighted relative error of the head "
+                  "(a zero head scores 1), overall and per band of t, and GENIE (head)'s RMSE at overhead-adjusted NFE", "",
+                  "| head | rel. error | " + " | ".join(b[len("rel_mse_"):] for b in bands) + " | "
+                  + " | ".join(f"NFE {n}" for n in ns) + " |",
+                  "|---|---:|" + "---:|" * len(bands) + "---:|" * len(ns)]
+        for r in abl:
+            rel = "" if r.get("rel_mse") is None else f"{r['rel_mse']:.3f}"
+            lines.append(f"| {r['variant']} | {rel} | " + " | ".join(f"{r[b]:.3f}" for b in bands) + " | "
+                         + " | ".join(f"{r[f'rmse_nfe{n}']:.4f}" for n in ns) + " |")
+    ht = summary.get("head_targets") or {}
+    if ht:
+        lines += ["", "Head targets: " + json.dumps(ht)]
     for n in summary.get("notes", []):
         lines.append(f"\nNote: {n}")
     return "\n".join(lines) + "\n"

@@ -108,14 +108,16 @@ def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int | No
                 jvp_cost: float | None = None, afs: bool = False, denoise: bool = False, grid: str | None = None,
                 class_labels: torch.Tensor | None = None, **options: Any) -> SampleRun:
     """``sample(diffusion_model(model), x1, steps | nfe=..., method=..., grid=..., afs=..., denoise=...)`` in
-    eval mode; ``jvp_cost`` prices GENIE-AD's JVP passes in an NFE budget."""
+    eval mode; ``jvp_cost`` prices GENIE-AD's JVP passes in an NFE budget.  ``model`` may be a headed
+    model (:func:`images.heads.attach_head`) with ``derivative="head"``; its overhead prices the heads."""
     m = canonical(method)
     if not method_available(m):
         raise UnknownNameError(f"method {method!r} is not a registered sampler; known methods: "
                                f"{', '.join(available_methods())}")
     g = grid or DEFAULT_GRIDS.get(m, "quadratic")
-    was_training = model.training
-    model.eval()
+    module = model.module if isinstance(model, DiffusionModel) else model    # a headed model: its network
+    was_training = module.training
+    module.eval()
     try:
         kw = dict(options)
         if m == "genie":
@@ -126,7 +128,7 @@ def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int | No
             kw["cond"] = {"class_labels": class_labels}
         out = sample(diffusion_model(model), x1, steps, method=m, grid=g, nfe=nfe, afs=afs, denoise=denoise, **kw)
     finally:
-        model.train(was_training)
+        module.train(was_training)
     st = out.stats
     return SampleRun(x=out.x, method=m, steps=int(st.steps), grid=g, afs=afs, denoise=denoise, nfe=int(st.nfe),
                      jvp_passes=int(st.jvp_passes), wall_time=float(st.wall_time), stats=st.as_dict())
@@ -145,8 +147,9 @@ def generate(model: nn.Module, num: int, *, seed: int, method: str, steps: int, 
     """``num`` samples in batches; returns ``(x [num, C, H, W] on CPU, totals)`` (NFE per batch, JVPs, seconds)."""
     from tqdm.auto import tqdm
 
-    cfg = model.config  # type: ignore[attr-defined]
-    device = next(model.parameters()).device
+    net = model.module if isinstance(model, DiffusionModel) else model      # a headed model: its network
+    cfg = net.config  # type: ignore[attr-defined]
+    device = next(net.parameters()).device
     x1 = initial_noise(num, (cfg.in_channels, cfg.resolution, cfg.resolution), seed, dtype=dtype)
     outs, nfe, jvp, secs = [], 0, 0, 0.0
     for i in tqdm(range(0, num, batch_size), disable=not progress, desc=f"{method} x{steps}", leave=False):
