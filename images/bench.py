@@ -92,6 +92,7 @@ def _one_setting(model: UNet, batch: int, device: torch.device, methods: Sequenc
                      warmup, repeats)
     res: dict[str, Any] = {"forward_s": fwd, "jvp_s": jvp, "jvp_over_forward": jvp / fwd,
                            "forward_images_per_s": batch / fwd, "methods": []}
+    res.update(_head_figures(model, batch, device, warmup, repeats))
     x1 = initial_noise(batch, (cfg.in_channels, cfg.resolution, cfg.resolution), 0, dtype=torch.float32, device=device)
     for m in methods:
         if not method_available(m):
@@ -110,6 +111,46 @@ def _one_setting(model: UNet, batch: int, device: torch.device, methods: Sequenc
                                "sampler_s": wall, "network_s": net, "overhead": wall / net - 1.0,
                                "images_per_s": batch / wall})
     return res
+
+
+def _head_figures(model: UNet, batch: int, device: torch.device, warmup: int, repeats: int) -> dict[str, Any]:
+    """The prediction head's overhead (app. C.2.5: the network alone against network plus head, ``warmup``
+    then ``max(repeats, 50)`` timed passes) and distillation throughput: one Alg. 1 step (teacher pass,
+    JVP target, head forward and backward, Adam) and one step on a precomputed target pool (head only),
+    in images per second."""
+    from taylorsolve.diffusion.distillation import DistillationObjective, distillation_loss
+
+    from .distill import teacher_batch
+    from .heads import attach_head, measure_overhead
+
+    headed = attach_head(model, overhead=None)
+    info = measure_overhead(headed, batch=batch, warmup=warmup, repeats=max(repeats, 50), rounds=3)
+    head = headed.head.train()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-4)
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((batch, cfg.in_channels, cfg.resolution, cfg.resolution), generator=gen).to(device)
+    t = (1e-3 + torch.rand(batch, generator=gen, dtype=torch.float64)).clamp(max=1.0).to(device)
+    obj = DistillationObjective()
+    tb = teacher_batch(headed, x, t, None, obj)
+
+    def head_step(b: dict[str, torch.Tensor]) -> None:
+        k = head(b["features"], b["embedding"], x, b["eps_in"], b["gamma"])
+        loss = distillation_loss(k, b["target"], b["gamma"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def full_step() -> None:
+        head_step(teacher_batch(headed, x, t, None, obj))
+
+    n = max(3, repeats // 4)
+    full = _timed(full_step, device, 1, n)
+    pooled = _timed(lambda: head_step(tb), device, 2, max(repeats, 10))
+    headed.remove()
+    return {"head": {"overhead": info["overhead"], "model_s": info["model_s"], "headed_s": info["headed_s"],
+                     "head_parameters": info["head_parameters"], "distill_step_s": full,
+                     "distill_images_per_s": batch / full, "pool_step_s": pooled, "pool_images_per_s": batch / pooled}}
 
 
 def run_bench(config: str | None = None, *, batch: int | str = "auto", device: str = "auto",
@@ -152,8 +193,14 @@ def _format(r: dict[str, Any]) -> str:
              f"({r['device_name']}), {r['threads']} CPU threads, torch {r['torch']}; sampler NFE budget {r['nfe']}", ""]
     for name, s in r["settings"].items():
         lines += [f"{name}: forward {s['forward_s'] * 1e3:.2f} ms ({s['forward_images_per_s']:.0f} images/s), "
-                  f"jvp {s['jvp_s'] * 1e3:.2f} ms (= {s['jvp_over_forward']:.2f} forward passes)", "",
-                  "| method | steps | NFE | JVP passes | sampler s | network s | overhead | images/s |",
+                  f"jvp {s['jvp_s'] * 1e3:.2f} ms (= {s['jvp_over_forward']:.2f} forward passes)", ""]
+        h = s.get("head")
+        if h:
+            lines += [f"prediction head ({h['head_parameters']:,} parameters): overhead {100 * h['overhead']:.2f} % "
+                      f"({h['model_s'] * 1e3:.2f} ms network, {h['headed_s'] * 1e3:.2f} ms with the head); distillation "
+                      f"{h['distill_images_per_s']:.0f} images/s with fresh JVP targets, {h['pool_images_per_s']:.0f} "
+                      f"images/s on a target pool", ""]
+        lines += ["| method | steps | NFE | JVP passes | sampler s | network s | overhead | images/s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for m in s["methods"]:
             if "status" in m:

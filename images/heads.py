@@ -514,7 +514,7 @@ def probe_dimensions(base: DiffusionModel, hooks: HookSpec, *, sample_shape: Seq
 
 def attach_head(model: Any, head: PredictionHead | str | Path | None = None, *, head2: PredictionHead | str | Path | None = None,
                 preset: str | None = None, features: str | None = None, embedding: str | None = None,
-                channels: int = 32, num_blocks: int = 1, mixed: bool = True, normalize_features: bool = False,
+                channels: int | None = None, num_blocks: int = 1, mixed: bool = True, normalize_features: bool = True,
                 extra_channels: int = 0, extra_emb_dim: int = 0, seed: int = 0,
                 overhead: float | str | None = "measure", overhead_batch: int | None = None,
                 sample_shape: Sequence[int] | None = None, probe_kwargs: dict[str, Any] | None = None,
@@ -532,7 +532,8 @@ def attach_head(model: Any, head: PredictionHead | str | Path | None = None, *, 
         head2: the same for a second-order head (``d^2 eps/d gamma^2``; TTM-3 with heads).
         preset / features / embedding: the hooks (module docstring, :func:`resolve_hooks`).
         channels, num_blocks, mixed, normalize_features, extra_channels, extra_emb_dim, seed: a new
-            head's :class:`HeadConfig` and initialisation seed.
+            head's :class:`HeadConfig` and initialisation seed (``channels=None``: the feature map's width,
+            as the U-Net's own last level).
         overhead: ``"measure"`` (default: :func:`measure_overhead`, 5 warm-up and 20 timed passes at
             ``overhead_batch``), a fraction (e.g. a value measured before), or ``None`` (no NFE adjustment).
         sample_shape: ``(C, H, W)`` for the probe pass that sizes a new head (read from the network's
@@ -577,7 +578,7 @@ def attach_head(model: Any, head: PredictionHead | str | Path | None = None, *, 
             continue
         if h is None:
             dims = dims or probe_dimensions(base, hooks, sample_shape=sample_shape, probe_kwargs=probe_kwargs)
-            cfg = HeadConfig(**dims, channels=channels, num_blocks=num_blocks, mixed=mixed, order=1,
+            cfg = HeadConfig(**dims, channels=channels or dims["feature_channels"], num_blocks=num_blocks, mixed=mixed, order=1,
                              normalize_features=normalize_features, extra_channels=extra_channels,
                              extra_emb_dim=extra_emb_dim)
             h = build_head(cfg, seed=seed, device=p.device, dtype=p.dtype).eval()
