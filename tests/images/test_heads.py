@@ -243,3 +243,30 @@ def test_distil_a_head_for_a_diffusers_unet(tmp_path):
     headed = attach_head(model, head=tmp_path / "d" / "head.safetensors", overhead=None)
     eps, k = headed.net(torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.7], dtype=torch.float64))
     assert k.shape == (2, 3, 8, 8)
+
+
+def test_distillation_ddp_two_processes_matches_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo): each rank takes its slice of the global batch; the head equals
+    the one-process run's up to summation order."""
+    import subprocess
+
+    from _images_helpers import cli_env, python
+
+    def cmd(out):
+        return ["-m", "images", "distill", "--out", str(out), "--steps", "4", "--batch-size", "8", "--pool", "16",
+                "--threads", "1", "--eval-samples", "0", "--no-progress", "--checkpoint-every", "2"]
+
+    ddp = [python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *cmd(tmp_path / "ddp")]
+    res = subprocess.run(ddp, env=cli_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = subprocess.run([python(), *cmd(tmp_path / "one")], env=cli_env(), capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, _ = load_head(tmp_path / "ddp" / "head.safetensors")
+    b, _ = load_head(tmp_path / "one" / "head.safetensors")
+    from images.heads import build_head
+
+    init = build_head(a.config, seed=0)                              # the heads' common starting point
+    for (k, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(pa, pb, rtol=1e-4, atol=1e-6), k
+    assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(), init.state_dict().values()))
