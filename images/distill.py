@@ -279,11 +279,12 @@ def _split_raw(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 # ------------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------------
-def distill(args: DistillArgs, *, dataset: ImageDataset | None = None, teacher: nn.Module | None = None,
+def distill(args: DistillArgs, *, dataset: ImageDataset | None = None, teacher: Any = None,
             stop_after: int | None = None, pool: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Run (or resume) a distillation; returns ``{"step", "checkpoint", "eval", "final_loss", ...}``.
 
-    ``teacher`` replaces the checkpoint's network (tests); ``pool`` a target pool already built for this
+    ``teacher`` replaces the checkpoint's network: a ``torch.nn.Module`` eps-network with continuous
+    ``t`` or a ``DiffusionModel`` over one (e.g. ``from_diffusers(unet, scheduler)``); ``pool`` a target pool already built for this
     teacher (:func:`build_pool`; else one of ``args.pool`` entries is built when ``args.pool > 0``, and
     steps draw fresh batches when it is 0); ``stop_after`` ends this call after that many
     steps as if interrupted (checkpoint written).  Raises :class:`~images.train.Interrupted` after
@@ -309,7 +310,7 @@ def _pool_target_name(args: DistillArgs) -> str:
     return "autodiff2" if args.order == 2 else "autodiff"
 
 
-def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher: nn.Module | None,
+def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher: Any,
              stop_after: int | None, pool: dict[str, torch.Tensor] | None) -> dict[str, Any]:
     device = torch.device(args.device if args.device != "cuda" else f"cuda:{de.local_rank}")
     torch.backends.cuda.matmul.allow_tf32 = False          # the targets in plain fp32
@@ -332,8 +333,13 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
         if dataset is None:
             raise ConfigError("distill(teacher=...) needs dataset=...")
         ds = dataset
-    teacher = teacher.to(device).eval().requires_grad_(False)
-    fingerprint = teacher_fingerprint(teacher)
+    from taylorsolve.diffusion import DiffusionModel
+
+    module = teacher.module if isinstance(teacher, DiffusionModel) else teacher   # e.g. from_diffusers(unet, ...)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"the teacher must be a torch.nn.Module or a DiffusionModel over one, got {type(teacher).__name__}")
+    module.to(device).eval().requires_grad_(False)
+    fingerprint = teacher_fingerprint(module)
     obj = args.objective_()
 
     # the head: sized by a probe pass through the hooks

@@ -228,3 +228,18 @@ def test_distillation_loss_weighting():
     gamma = torch.tensor([1.0, 3.0], dtype=torch.float64)
     assert float(distillation_loss(k, target, gamma)) == pytest.approx((1.0 + 9.0) / 2)
     assert float(distillation_loss(k, target, gamma, weighting=False)) == pytest.approx(1.0)
+
+
+def test_distil_a_head_for_a_diffusers_unet(tmp_path):
+    """The same distillation runs on a diffusers UNet2DModel through from_diffusers (continuous timesteps)."""
+    from images.data import GaussianImages
+    from images.distill import DistillArgs, distill
+
+    model = from_diffusers(diffusers_unet(dtype=torch.float32), diffusers.DDIMScheduler())
+    ds = GaussianImages(resolution=8, channels=3)
+    res = distill(DistillArgs(out=str(tmp_path / "d"), steps=30, batch_size=8, pool=32, threads=1, progress=False,
+                              eval_samples=16, checkpoint_every=30), dataset=ds, teacher=model)
+    assert res["step"] == 30 and res["eval"]["rel_mse"] < 1.0                 # better than the zero head
+    headed = attach_head(model, head=tmp_path / "d" / "head.safetensors", overhead=None)
+    eps, k = headed.net(torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.7], dtype=torch.float64))
+    assert k.shape == (2, 3, 8, 8)

@@ -31,7 +31,8 @@ def test_hsm_perturbation_kernel_moments(factor):
 
 def test_hsm_training_learns_the_exact_eps_in_both_parameterisations(tmp_path):
     mix = GaussianMixture([0.5, 0.5], torch.tensor([[-0.5, 0.2], [0.5, -0.2]], dtype=F64), stds=0.3)
-    cfg = TrainConfig(iters=300, batch=256, lr=1e-2, lr_final=1e-3, hidden=48, depth=2, x_fourier=8, ckpt_every=150)
+    cfg = TrainConfig(iters=300, batch=256, lr=1e-2, lr_final=1e-3, hidden=48, depth=2, x_fourier=8, ckpt_every=150,
+                      x_scale=4.0, time_sampling="uniform")
     gen = torch.Generator().manual_seed(1)
     for factor in ("R", "L"):
         proc = CLD(factor=factor, data_channels=2)

@@ -31,7 +31,8 @@ from toy.learned import (
     train_eps_model,
 )
 from toy.learned.compare import CSV_COLUMNS, run_comparison, single_thread
-from toy.learned.head import make_head, mixed_coefficients
+from toy.learned.head import make_head
+from toy.learned.train import CheckpointConfigError
 
 TINY_EPS = TrainConfig(iters=250, batch=128, hidden=48, depth=2, temb_dim=16, lr=3e-3)
 TINY_HEAD = HeadConfig(iters=250, batch=128, hidden=32, lr=3e-3)
@@ -120,13 +121,35 @@ def test_mixed_parameterization_eq14():
     h, temb = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     x, e = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
     gamma = torch.tensor([0.01, 0.1, 1.0, 10.0, 100.0], dtype=torch.float64)
-    raw = head.net(torch.cat([h, temb, x, e], -1))
+    head.calibrate(h, temb, x, e, gamma)
+    z = torch.cat([h, temb, x, e, torch.log(gamma)[:, None]], -1)
+    assert (head.in_scale != 1).all() and (head.in_shift != 0).all()   # the inputs are standardised
+    raw = head.net((z - z.mean(0)) / z.std(0))
     k1, k2, k3 = raw[:, :2], raw[:, 2:4], raw[:, 4:]
     g = gamma[:, None]
     want = -k1 / g + g / (1 + g * g) * k2 + k3 / (g * (1 + g * g))
     torch.testing.assert_close(head(h, temb, x, e, gamma), want)
-    c1, c2, c3 = mixed_coefficients(torch.tensor(2.0, dtype=torch.float64))
-    assert math.isclose(float(c1), -0.5) and math.isclose(float(c2), 0.4) and math.isclose(float(c3), 0.1)
+    direct = DerivativeHead(8, 4, dim=2, hidden=16, mixed=False).double()
+    torch.testing.assert_close(direct(h, temb, x, e, gamma), direct.net(z))   # uncalibrated: identity scaling
+
+
+def test_head_errors_per_band(trained, mixture):
+    model, _, head, _ = trained
+    ev = evaluate_head(model, head, mixture, n=3000, seed=5)
+    assert [(b["lo"], b["hi"]) for b in ev["bands"]] == [(1e-3, 1e-2), (1e-2, 1e-1), (1e-1, 1.0)]
+    assert sum(b["n"] for b in ev["bands"]) == 3000
+    assert min(b["n"] for b in ev["bands"]) > 300          # uniform+log visits small t (uniform: ~1 %)
+    assert ev["rel_mse"] < 0.9 and ev["bands"][1]["rel_mse"] < 0.9, ev   # tiny sizes: see README for the default
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, mixture):
+    path = str(tmp_path / "eps.safetensors")
+    train_eps_model(mixture, TrainConfig(iters=4, batch=16, hidden=16, depth=1, temb_dim=8), path, progress=False)
+    with pytest.raises(CheckpointConfigError, match="hidden: 16 there, 24 now"):
+        train_eps_model(mixture, TrainConfig(iters=8, batch=16, hidden=24, depth=1, temb_dim=8), path, progress=False)
+    _, st = train_eps_model(mixture, TrainConfig(iters=8, batch=16, hidden=16, depth=1, temb_dim=8), path,
+                            progress=False)                   # a longer run of the same settings resumes
+    assert st.step == 8
 
 
 def test_headed_model_samples_and_reuses_features(trained):
@@ -202,4 +225,6 @@ def test_compare_table(tmp_path):
     assert float(by[("GENIE (exact, true eps)", 10)]["frac_4sigma"]) > 0.5
     md = (tmp_path / "table.md").read_text()
     assert "| method | NFEs=5 | NFEs=10 |" in md
+    assert "| head | rel. error (gamma^2-weighted) | unweighted | t in [0.001, 0.01) | t in [0.01, 0.1) | t in [0.1, 1] |" in md
+    assert len(res["summary"]["heads"]["GENIE (head)"]["bands"]) == 3
     assert res["summary"]["overhead"]["head_params"] > 0

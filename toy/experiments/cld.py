@@ -280,7 +280,7 @@ def _learned(out: Path, mix: Any, n: int, nfes: Sequence[int], full: bool, seed:
     from ..learned.train import TrainConfig
 
     cfg = TrainConfig(iters=20000 if full else 6000, batch=512, lr=5e-3, lr_final=1e-4, seed=seed, hidden=256,
-                      depth=3, x_fourier=64, x_scale=8.0, ckpt_every=1000)
+                      depth=3, x_fourier=64, x_scale=8.0, ckpt_every=1000, time_sampling="uniform")
     gen = torch.Generator().manual_seed(seed + 41)
     proc = CLD(data_channels=mix.dim)
     u1 = proc.prior_sample((n, 2 * mix.dim), generator=gen, dtype=F64)

@@ -3,8 +3,10 @@ r"""Learned scores and a distilled GENIE head on the toy data (GENIE sec. 3.1, F
 * :mod:`toy.learned.model` -- ``EpsMLP``: a small MLP ``eps_theta(x, t)`` (Fourier time embedding),
   exposing its last hidden features; DSM loss (eq. (7)).
 * :mod:`toy.learned.train` -- seeded Adam loops, atomic resumable safetensors checkpoints.
-* :mod:`toy.learned.head` -- the head ``k_psi`` (mixed parameterization eq. (14), gamma^2 weighting
-  eq. (15)), distillation from ``torch.func.jvp`` targets (eq. (12)), ablations, overhead.
+* :mod:`toy.learned.head` -- the MLP head ``k_psi`` and its training loop; the objective (targets by
+  ``torch.func.jvp`` eq. (12), mixed parameterization eq. (14), gamma^2 weighting eq. (15), time
+  sampling, relative errors per band of t) is :mod:`taylorsolve.diffusion.distillation`, shared with
+  the image heads.
 * :mod:`toy.learned.compare` -- equal-NFE comparison in the form of Table 2 (``python -m toy.learned``).
 * quality measures against ``p_0`` come from :mod:`toy.experiments.metrics`.
 """
@@ -12,7 +14,6 @@ from .head import (
     DerivativeHead,
     HeadConfig,
     HeadedModel,
-    ad_free_target,
     autodiff_target,
     count_parameters,
     distill_head,
@@ -21,7 +22,9 @@ from .head import (
     load_head,
     measure_overhead,
 )
-from .model import EpsMLP, FourierTimeEmbedding, diffuse, dsm_loss, sample_times
+from taylorsolve.diffusion.distillation import sample_times
+
+from .model import EpsMLP, FourierTimeEmbedding, diffuse, dsm_loss
 from .train import (
     CheckpointNotFoundError,
     TrainConfig,
@@ -37,6 +40,6 @@ __all__ = [
     "EpsMLP", "FourierTimeEmbedding", "diffuse", "dsm_loss", "sample_times",
     "TrainConfig", "TrainState", "CheckpointNotFoundError", "save_checkpoint", "load_checkpoint",
     "train_loop", "train_eps_model", "load_eps_model",
-    "DerivativeHead", "HeadConfig", "HeadedModel", "autodiff_target", "ad_free_target", "distill_head",
+    "DerivativeHead", "HeadConfig", "HeadedModel", "autodiff_target", "distill_head",
     "evaluate_head", "measure_overhead", "count_parameters", "freeze", "load_head",
 ]

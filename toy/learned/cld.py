@@ -25,7 +25,9 @@ from torch import nn
 
 from taylorsolve.diffusion import CLD, DiffusionModel
 
-from .model import FourierTimeEmbedding, sample_times
+from taylorsolve.diffusion.distillation import sample_times
+
+from .model import FourierTimeEmbedding
 from .train import TrainConfig, TrainState, load_checkpoint, read_checkpoint_metadata, train_loop
 
 __all__ = ["CLDEpsMLP", "hsm_loss", "train_cld_model", "load_cld_model", "cld_diffusion_model"]
@@ -98,7 +100,7 @@ def train_cld_model(mixture: Any, factor: str, cfg: TrainConfig | None = None, c
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         x0 = mixture.sample(cfg.batch, gen)
-        t = sample_times(cfg.batch, cfg.t_cutoff, gen)
+        t = sample_times(cfg.batch, cfg.t_cutoff, gen, kind=cfg.time_sampling)
         return hsm_loss(model, process, x0, t, gen, factor)
 
     extra = {"model": model.config, "factor": factor,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -42,7 +43,8 @@ from ..experiments.common import atomic_write_bytes
 from ..experiments.metrics import quality
 from .train import TrainConfig, train_eps_model
 
-__all__ = ["DEFAULT_NFES", "HEAD_VARIANTS", "METRICS", "run_comparison", "format_markdown", "single_thread"]
+__all__ = ["DEFAULT_NFES", "HEAD_VARIANTS", "METRICS", "run_comparison", "format_markdown", "format_head_errors",
+           "single_thread"]
 
 DEFAULT_NFES = (5, 10, 15, 20, 25)
 METRICS = ("frac_1sigma", "frac_2sigma", "frac_3sigma", "frac_4sigma", "mean_logp0", "sliced_w2")
@@ -91,6 +93,23 @@ def format_markdown(rows: list[dict[str, Any]], nfes: Sequence[int], metrics: Se
             out.append(f"| {meth} | " + " | ".join(cells) + " |")
         out.append("")
     out.append("Cells: value (solver steps; every run adds one NFE for the final denoising step).")
+    return "\n".join(out) + "\n"
+
+
+def format_head_errors(head_info: dict[str, dict[str, Any]]) -> str:
+    """The heads' held-out relative errors: overall (gamma^2-weighted, unweighted) and per band of ``t``."""
+    first = next(iter(head_info.values()))
+    bands = [f"t in [{b['lo']:g}, {b['hi']:g}{')' if i < len(first['bands']) - 1 else ']'}"
+             for i, b in enumerate(first["bands"])]
+    out = ["Held-out relative error of the heads against the autodiff target (eq. (12); a zero derivative "
+           "scores 1), gamma^2-weighted as eq. (15) (per band of t: weighted, unweighted in parentheses), "
+           f"t drawn as in distillation ({first.get('time_sampling', 'uniform+log')}):\n",
+           "| head | rel. error (gamma^2-weighted) | unweighted | " + " | ".join(bands) + " | final loss |",
+           "|---|---|---|" + "---|" * len(bands) + "---|"]
+    for name, info in head_info.items():
+        cells = [f"{b['rel_mse']:.3f} ({b['rel_mse_unweighted']:.3f})" for b in info["bands"]]
+        out.append(f"| {name} | {info['rel_mse']:.3f} | {info['rel_mse_unweighted']:.3f} | " + " | ".join(cells)
+                   + f" | {info['final_loss']:.4g} |")
     return "\n".join(out) + "\n"
 
 
@@ -160,23 +179,30 @@ def run_comparison(
     if eps_cfg is None:
         eps_cfg = TrainConfig(iters=20000, batch=512, ckpt_every=2000) if full else TrainConfig(iters=4000, batch=256)
     if head_cfg is None:
-        head_cfg = HeadConfig(iters=6000, batch=256, ckpt_every=2000) if full else HeadConfig(iters=1000, batch=128)
+        head_cfg = HeadConfig(iters=6000, batch=256, ckpt_every=2000) if full else HeadConfig(iters=2000, batch=256)
     variants = HEAD_VARIANTS if variants is None else variants
     ckdir = None if out_dir is None else os.path.join(out_dir, "checkpoints")
-    ck = (lambda name: None) if ckdir is None else (lambda name: os.path.join(ckdir, f"{name}_{tag}.safetensors"))
+
+
+    def ck(name: str, cfg: Any) -> str | None:   # the settings' hash in the name: other settings, other file
+        if ckdir is None:
+            return None
+        key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+        return os.path.join(ckdir, f"{name}_{tag}_{key}.safetensors")
 
     with single_thread():
-        teacher, eps_state = train_eps_model(mixture, eps_cfg, ck("eps_model"), schedule=schedule, progress=progress)
+        teacher, eps_state = train_eps_model(mixture, eps_cfg, ck("eps_model", eps_cfg), schedule=schedule, progress=progress)
         t_eps = time.perf_counter() - t_start
         heads, head_info = {}, {}
         for i, (name, over) in enumerate(variants.items()):
             hcfg = replace(head_cfg, **over)
             slug = "head_" + "_".join(f"{k}-{v}" for k, v in over.items()) if over else "head_standard"
-            head, st = distill_head(teacher, mixture, hcfg, ck(slug), schedule=schedule, progress=progress)
+            head, st = distill_head(teacher, mixture, hcfg, ck(slug, hcfg), schedule=schedule, progress=progress)
             heads[name] = head
             info = {"config": {k: v for k, v in asdict(hcfg).items()}, "final_loss": float(sum(st.losses[-50:]) / max(1, len(st.losses[-50:]))),
                     "params": count_parameters(head)}
-            info.update(evaluate_head(teacher, head, mixture, n=2048, schedule=schedule))
+            info.update(evaluate_head(teacher, head, mixture, n=4096, schedule=schedule, time_sampling=hcfg.time_sampling))
+            info["time_sampling"] = hcfg.time_sampling
             head_info[name] = info
         std_name = next(iter(variants))
         ov = measure_overhead(teacher, heads[std_name])
@@ -246,11 +272,7 @@ def run_comparison(
               f"{summary['eps_model']['params']} params, head {ov['head_params']} params, measured head "
               f"overhead {100 * ov['overhead']:.1f} % (GENIE(head) and ablations get "
               f"round(NFE / {1 + ov['overhead']:.3f}) NFE; GENIE (AD) round(NFE / 2)).\n\n")
-    head_md = ["| head | rel. MSE (gamma^2-weighted) | rel. MSE (unweighted) | final loss |", "|---|---|---|---|"]
-    for name, info in head_info.items():
-        head_md.append(f"| {name} | {info['rel_mse']:.3f} | {info['rel_mse_unweighted']:.3f} | {info['final_loss']:.4g} |")
-    md = header + "Held-out error of the heads against the autodiff target (a zero derivative scores 1):\n\n" + \
-        "\n".join(head_md) + "\n\n" + md
+    md = header + format_head_errors(head_info) + "\n" + md
     if out_dir is not None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS))

@@ -1,43 +1,22 @@
-r"""GENIE's prediction head ``k_psi ~ d eps_theta / d gamma`` (sec. 3.1, Fig. 4, app. C.2.3-C.2.4, app. D).
+r"""GENIE's prediction head ``k_psi ~ d eps_theta / d gamma`` on the toy eps-MLP (sec. 3.1, Fig. 4, Alg. 1).
 
-The head sits on the eps model's last hidden features ``h`` and takes the time embedding ``temb``,
-``x_t`` and an eps input (Fig. 4).  Its output is combined with the **mixed parameterization** of
-eq. (14) / (66),
+The toy owns only its network (an MLP on the eps model's last hidden features ``h``, the time
+embedding ``temb``, ``x_t`` and an eps input, Fig. 4) and its training loop.  Everything else is the
+shared objective of :mod:`taylorsolve.diffusion.distillation` (the same code as the image heads):
+targets by one ``torch.func.jvp`` with the sign of eq. (12) (:func:`~taylorsolve.diffusion.distillation.derivative_targets`),
+the AD-free target of app. D, the mixed parameterisation of eq. (14)
+(:func:`~taylorsolve.diffusion.distillation.combine_outputs`), the weighting ``g_d = gamma^2`` and loss of
+eq. (15), the distribution of the distillation times and the held-out relative errors per band of ``t``.
 
-    k_psi = -1/gamma k^(1) + gamma/(1+gamma^2) k^(2) + 1/(gamma (1+gamma^2)) k^(3)  ~  d eps_theta / d gamma,
-
-whose three prefactors are those of the three terms of eq. (12) evaluated for a single-point data
-distribution (eq. (63)-(65)); ``mixed=False`` is the ablation "no mixed parameterization" (one
-direct output ``k_psi = k``).
-
-Distillation (Alg. 1) regresses on the autodiff target, eq. (12) with its ``+`` sign,
-
-    d eps_theta / d gamma = JVP_s + JVP_t,
-    JVP_s = (d eps_theta/d x) (eps_theta/sqrt(1+gamma^2) - gamma x/(1+gamma^2)),   JVP_t = (d eps_theta/d t) dt/d gamma
-
-(Alg. 1 writes ``JVP_s - JVP_t``: a typo, see ``docs/PAPER_ERRATA.md``), computed as **one**
-``torch.func.jvp`` of the frozen teacher with the tangent pair ``(dx/dgamma, dt/dgamma)`` (eq. (11)),
-with the loss of eq. (15), ``g_d(t) = gamma_t^2`` (``weighting=False``: ``g_d = 1``, the ablation
-"no gamma^2 weighting").
-
-Decisions and ablations
------------------------
+Decisions and ablations (:class:`HeadConfig`; see the shared module for the math)
+----------------------------------------------------------------------------------
 * ``feed="eps_theta"`` (default, the paper's text): the head's eps input is the model's
   ``eps_theta(x_t, t)`` in training and sampling.  ``feed="true_noise"`` is the released code's
-  choice: during distillation the head sees the true noise ``eps`` used to make ``x_t``, during
-  sampling (where no true noise exists) ``eps_theta``.  Note: here ``eps_theta = Linear(h)`` is a
-  function of the features ``h`` the head already sees, so the eps input adds no information and the
-  head learns to ignore the (for the target irrelevant) true noise: both choices end up nearly equal.
-* ``objective="ad_free"``: the AD-free objective of app. D for the spatial JVP.  With
-  ``v = -sigma_t u``, ``u = dx/dgamma``, eq. (71) gives ``E[eps eps^T v | x_t] = sigma^2 S_2 v + sigma^2 s s^T v + v``,
-  so ``S_2 v = JVP_s`` (eq. (13)) is the conditional mean of the AD-free target
-
-      o = (eps (eps . v) - v) / sigma^2 - s_theta (s_theta . v),     s_theta = -eps_theta/sigma,
-
-  i.e. ``o = -(eps (eps . u) - u - eps_theta (eps_theta . u)) / sigma``.  (Eq. (72) as printed
-  drops the ``1/sigma^2`` in front of ``eps eps^T v``; eq. (71) fixes it.)  The time term, which
-  app. D does not cover, is a central finite difference of the teacher in ``t`` (also AD-free).
-  The regression target is unbiased but noisy; the head is trained on it with the same loss.
+  choice.  Here ``eps_theta = Linear(h)`` is a function of the features the head already sees, so
+  both choices end up nearly equal.
+* ``objective="ad_free"``: app. D's regression target (unbiased, noisy) instead of the JVP.
+* ``mixed=False``: "no mixed parameterisation"; ``weighting=False``: "no gamma^2 weighting".
+* ``time_sampling``: the distribution of ``t`` (:func:`taylorsolve.diffusion.distillation.sample_times`).
 """
 from __future__ import annotations
 
@@ -48,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from taylorsolve.diffusion import distillation as dist
 from taylorsolve.diffusion import providers as _providers
-from taylorsolve.diffusion.odes import dx_dgamma
 from taylorsolve.diffusion.schedules import LinearVPSchedule, Schedule, as_time_tensor, get_schedule
 
-from .model import EpsMLP, diffuse, sample_times
+from .model import EpsMLP, diffuse
 from .train import TrainConfig, TrainState, load_checkpoint, read_checkpoint_metadata, train_loop
 
 __all__ = [
@@ -61,18 +40,14 @@ __all__ = [
     "HeadedModel",
     "freeze",
     "autodiff_target",
-    "ad_free_target",
     "distill_head",
     "evaluate_head",
     "measure_overhead",
     "count_parameters",
     "load_head",
-    "FEEDS",
-    "OBJECTIVES",
+    "make_head",
+    "calibrate_head",
 ]
-
-FEEDS = ("eps_theta", "true_noise")
-OBJECTIVES = ("autodiff", "ad_free")
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -87,88 +62,69 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def mixed_coefficients(gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The prefactors of eq. (14): ``(-1/gamma, gamma/(1+gamma^2), 1/(gamma (1+gamma^2)))``."""
-    g2 = gamma * gamma
-    return -1.0 / gamma, gamma / (1.0 + g2), 1.0 / (gamma * (1.0 + g2))
-
-
 class DerivativeHead(nn.Module):
-    """``k_psi(h, temb, x_t, eps, gamma)``: an MLP on ``[h, temb, x_t, eps]`` with the mixed output of eq. (14).
+    """``k_psi(h, temb, x_t, eps, gamma)``: an MLP on ``[h, temb, x_t, eps, log gamma]`` with the mixed output of eq. (14).
 
-    ``mixed=True``: ``3 d`` output channels ``k^(1..3)`` combined by eq. (14); ``mixed=False``: ``d``
-    channels used directly.  Computes in the parameters' dtype and returns it.
+    ``mixed=True``: ``3 d`` outputs ``k^(1..3)`` combined by
+    :func:`taylorsolve.diffusion.distillation.combine_outputs`; ``mixed=False``: ``d`` outputs used
+    directly.  ``depth`` hidden layers of width ``hidden``.  The inputs are standardised by fixed
+    per-feature shifts and scales (buffers saved with the head, set once by :meth:`calibrate` before
+    training; identity until then): the teacher's features, its time embedding and ``x_t`` live on very
+    different scales.  Computes in the parameters' dtype and returns it.
     """
 
-    def __init__(self, feat_dim: int, temb_dim: int, dim: int = 2, hidden: int = 64, mixed: bool = True):
+    def __init__(self, feat_dim: int, temb_dim: int, dim: int = 2, hidden: int = 64, mixed: bool = True,
+                 depth: int = 1):
         super().__init__()
-        self.feat_dim, self.temb_dim, self.dim, self.hidden, self.mixed = feat_dim, temb_dim, dim, hidden, mixed
-        n_out = 3 * dim if mixed else dim
-        self.net = nn.Sequential(nn.Linear(feat_dim + temb_dim + 2 * dim, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.feat_dim, self.temb_dim, self.dim, self.hidden, self.mixed, self.depth = feat_dim, temb_dim, dim, hidden, mixed, depth
+        n_in = feat_dim + temb_dim + 2 * dim + 1
+        layers: list[nn.Module] = []
+        width = n_in
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 3 * dim if mixed else dim))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("in_shift", torch.zeros(n_in))
+        self.register_buffer("in_scale", torch.ones(n_in))
 
     @property
     def config(self) -> dict[str, Any]:
         return {"feat_dim": self.feat_dim, "temb_dim": self.temb_dim, "dim": self.dim, "hidden": self.hidden,
-                "mixed": self.mixed}
+                "mixed": self.mixed, "depth": self.depth}
+
+    def _inputs(self, h: torch.Tensor, temb: torch.Tensor, x: torch.Tensor, eps: torch.Tensor,
+                gamma: torch.Tensor) -> torch.Tensor:
+        dt = self.net[0].weight.dtype
+        g = as_time_tensor(gamma)
+        g = g.expand(x.shape[0]) if g.ndim == 0 else g
+        return torch.cat([h.to(dt), temb.to(dt), x.to(dt), eps.to(dt), torch.log(g).to(dt)[:, None]], dim=-1)
+
+    @torch.no_grad()
+    def calibrate(self, h: torch.Tensor, temb: torch.Tensor, x: torch.Tensor, eps: torch.Tensor,
+                  gamma: torch.Tensor) -> None:
+        """Set the input standardisation from a batch (mean and standard deviation per input feature)."""
+        z = self._inputs(h, temb, x, eps, gamma)
+        self.in_shift.copy_(z.mean(0))
+        self.in_scale.copy_(z.std(0).clamp_min(1e-3))
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor, x: torch.Tensor, eps: torch.Tensor,
                 gamma: torch.Tensor) -> torch.Tensor:
-        dt = self.net[0].weight.dtype
-        out = self.net(torch.cat([h.to(dt), temb.to(dt), x.to(dt), eps.to(dt)], dim=-1))
-        if not self.mixed:
-            return out
-        g = as_time_tensor(gamma).to(dt)
-        g = g[:, None] if g.ndim == 1 else g
-        c1, c2, c3 = mixed_coefficients(g)
-        k1, k2, k3 = out.split(self.dim, dim=-1)
-        return c1 * k1 + c2 * k2 + c3 * k3  # eq. (14)
+        z = (self._inputs(h, temb, x, eps, gamma) - self.in_shift) / self.in_scale
+        return dist.combine_outputs(self.net(z), gamma, mixed=self.mixed, dim=-1)      # eq. (14)
 
 
 # ------------------------------------------------------------------------------------------------
-# targets
+# targets (the shared implementation; kept under the toy's name for its callers)
 # ------------------------------------------------------------------------------------------------
-def _per_sample(t: Any, n: int) -> torch.Tensor:
-    t = as_time_tensor(t)
-    return t.expand(n).clone() if t.ndim == 0 else t
-
-
 def autodiff_target(teacher: nn.Module, x: torch.Tensor, t: Any, schedule: Schedule | str | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(eps_theta, d eps_theta/d gamma)`` at ``(x_t, t)`` (per-sample ``t [B]`` or a scalar).
-
-    Eq. (12) with the ``+`` sign: one forward-mode ``torch.func.jvp`` of the (frozen) teacher in
-    ``(x, t)`` with the tangents ``(dx/dgamma, dt/dgamma)``; no graph is recorded.
-    """
-    sched = get_schedule(schedule)
-    t = _per_sample(t, x.shape[0])
-    gamma = sched.gamma(t)
-    dt_dg = sched.dt_dgamma(gamma)
-    with torch.no_grad():
-        eps = teacher(x, t)
-        u = dx_dgamma(x, eps, gamma)
-        _, d = torch.func.jvp(lambda x_, t_: teacher(x_, t_), (x, t), (u, dt_dg))
-    return eps, d
-
-
-def ad_free_target(teacher: nn.Module, x: torch.Tensor, t: Any, noise: torch.Tensor,
-                   schedule: Schedule | str | None = None, fd_step: float = 2e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(eps_theta, target)`` of the AD-free objective (app. D, eq. (68)-(72); module docstring).
-
-    ``target = o + JVP_t^FD`` with ``E[o | x_t] = JVP_s`` (if ``eps_theta`` is the true eps) and the
-    time term by a central difference of step ``fd_step`` in ``t``.  No automatic differentiation.
-    """
-    sched = get_schedule(schedule)
-    t = _per_sample(t, x.shape[0])
-    gamma = sched.gamma(t)
-    sigma = sched.sigma(t).to(x.dtype)[:, None]
-    dt_dg = sched.dt_dgamma(gamma).to(x.dtype)[:, None]
-    with torch.no_grad():
-        eps = teacher(x, t)
-        u = dx_dgamma(x, eps, gamma)
-        dot = lambda a, b: (a * b).sum(-1, keepdim=True)  # noqa: E731
-        spatial = -(noise * dot(noise, u) - u - eps * dot(eps, u)) / sigma
-        d_dt = (teacher(x, t + fd_step) - teacher(x, t - fd_step)) / (2.0 * fd_step)
-    return eps, spatial + d_dt * dt_dg
+    """``(eps_theta, d eps_theta/d gamma)`` at ``(x_t, t)``: :func:`taylorsolve.diffusion.distillation.derivative_targets`
+    (one ``torch.func.jvp``, eq. (12) with its ``+`` sign) for the toy's schedule."""
+    tg = dist.derivative_targets(teacher, x, t, process=get_schedule(schedule))
+    return tg.eps, tg.d1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,46 +132,63 @@ def ad_free_target(teacher: nn.Module, x: torch.Tensor, t: Any, noise: torch.Ten
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class HeadConfig(TrainConfig):
-    """Distillation settings (``hidden`` is the head's width here); defaults = the paper's choices."""
+    """Distillation settings (``hidden``/``depth`` are the head's here); the objective's knobs are those of
+    :class:`taylorsolve.diffusion.distillation.DistillationObjective` (checked by it)."""
 
     iters: int = 1500
     batch: int = 256
     lr: float = 2e-3
     lr_final: float = 1e-5
     seed: int = 1
-    hidden: int = 64
+    hidden: int = 128
+    depth: int = 2
     mixed: bool = True                  # eq. (14); False: "no mixed parameterization"
     weighting: bool = True              # g_d = gamma^2 of eq. (15); False: "no weighting"
     feed: str = "eps_theta"             # or "true_noise" (released code)
     objective: str = "autodiff"         # or "ad_free" (app. D)
+    time_sampling: str = "uniform+log"  # distribution of the distillation times
 
     def __post_init__(self) -> None:
-        if self.feed not in FEEDS:
-            raise ValueError(f"feed must be one of {FEEDS}, got {self.feed!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        self.distillation_objective()
+
+    def distillation_objective(self) -> dist.DistillationObjective:
+        return dist.DistillationObjective(order=1, mixed=self.mixed, weighting=self.weighting, feed=self.feed,
+                                          objective=self.objective, time_sampling=self.time_sampling,
+                                          t_cutoff=self.t_cutoff)
 
 
 def make_head(teacher: EpsMLP, hcfg: HeadConfig) -> DerivativeHead:
     torch.manual_seed(hcfg.seed)
-    return DerivativeHead(teacher.hidden, teacher.temb_dim, teacher.dim, hcfg.hidden, hcfg.mixed)
+    return DerivativeHead(teacher.hidden, teacher.temb_dim, teacher.dim, hcfg.hidden, hcfg.mixed, hcfg.depth)
+
+
+def calibrate_head(teacher: EpsMLP, head: DerivativeHead, mixture: Any, hcfg: HeadConfig, schedule: Any = None,
+                   n: int = 4096) -> None:
+    """:meth:`DerivativeHead.calibrate` on ``n`` fresh ``(x_t, t)`` (its own seed; times as in training)."""
+    schedule = get_schedule(schedule if schedule is not None else LinearVPSchedule())
+    gen = torch.Generator().manual_seed(hcfg.seed + 7919)
+    x0 = mixture.sample(n, gen).to(teacher.out.weight.dtype)
+    t = dist.sample_times(n, hcfg.t_cutoff, gen, kind=hcfg.time_sampling)
+    xt, _ = diffuse(x0, t, schedule, gen)
+    with torch.no_grad():
+        h, temb, eps = teacher.forward_all(xt, t)
+    head.calibrate(h, temb, xt, eps, schedule.gamma(t))
 
 
 def head_loss(teacher: EpsMLP, head: DerivativeHead, x0: torch.Tensor, t: torch.Tensor, hcfg: HeadConfig,
               schedule: Schedule, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. (15): ``mean_b g_d(t) || k_psi(x_t, t) - d eps_theta/d gamma ||^2`` (target per ``hcfg.objective``)."""
+    """Eq. (15) by :func:`taylorsolve.diffusion.distillation.distillation_loss` (targets per ``hcfg.objective``)."""
+    obj = hcfg.distillation_objective()
     xt, noise = diffuse(x0, t, schedule, generator)
-    gamma = schedule.gamma(t)
-    if hcfg.objective == "autodiff":
-        eps_th, target = autodiff_target(teacher, xt, t, schedule)
-    else:
-        eps_th, target = ad_free_target(teacher, xt, t, noise, schedule)
     with torch.no_grad():
-        h, temb, _ = teacher.forward_all(xt, t)
-    eps_in = noise if hcfg.feed == "true_noise" else eps_th
-    k = head(h, temb, xt, eps_in, gamma)
-    w = (gamma * gamma).to(k.dtype) if hcfg.weighting else torch.ones_like(gamma, dtype=k.dtype)
-    return (w * ((k - target.to(k.dtype)) ** 2).sum(-1)).mean()
+        h, temb, eps_th = teacher.forward_all(xt, t)
+    if obj.objective == "autodiff":
+        target = dist.derivative_targets(teacher, xt, t, process=schedule, eps=eps_th).d1
+    else:
+        target = dist.ad_free_target(teacher, xt, t, noise, process=schedule, eps=eps_th)
+    gamma = schedule.gamma(t)
+    k = head(h, temb, xt, noise if obj.feed == "true_noise" else eps_th, gamma)
+    return dist.distillation_loss(k, target, gamma, weighting=obj.weighting)
 
 
 def distill_head(
@@ -229,7 +202,8 @@ def distill_head(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[DerivativeHead, TrainState]:
-    """Alg. 1: train ``k_psi`` on ``x_t = alpha_t x_0 + sigma_t eps``, ``t ~ U[t_cutoff, 1]``, frozen teacher."""
+    """Alg. 1: train ``k_psi`` on ``x_t = alpha_t x_0 + sigma_t eps`` with the frozen teacher, ``t`` drawn by
+    :func:`taylorsolve.diffusion.distillation.sample_times` (``hcfg.time_sampling``)."""
     from toy import nested_mixture
 
     hcfg = hcfg or HeadConfig()
@@ -237,10 +211,11 @@ def distill_head(
     schedule = get_schedule(schedule if schedule is not None else LinearVPSchedule())
     freeze(teacher)
     head = make_head(teacher, hcfg)
+    calibrate_head(teacher, head, mixture, hcfg, schedule)   # (a resumed run restores these buffers)
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         x0 = mixture.sample(hcfg.batch, gen).to(teacher.out.weight.dtype)
-        t = sample_times(hcfg.batch, hcfg.t_cutoff, gen)
+        t = dist.sample_times(hcfg.batch, hcfg.t_cutoff, gen, kind=hcfg.time_sampling)
         return head_loss(teacher, head, x0, t, hcfg, schedule, gen)
 
     desc = f"head (mixed={hcfg.mixed}, w={hcfg.weighting}, {hcfg.feed}, {hcfg.objective})"
@@ -258,24 +233,23 @@ def load_head(path: str) -> DerivativeHead:
 
 @torch.no_grad()
 def evaluate_head(teacher: EpsMLP, head: DerivativeHead, mixture: Any, n: int = 4096, seed: int = 12345,
-                  t_cutoff: float = 1e-3, schedule: Any = None) -> dict[str, float]:
+                  t_cutoff: float = 1e-3, schedule: Any = None, time_sampling: str = "uniform+log",
+                  bands: Any = dist.DEFAULT_BANDS) -> dict[str, Any]:
     """Held-out error of the head against the autodiff target (eq. (12)) at fresh ``(x_t, t)``.
 
-    ``rel_mse``: ``sum_b gamma^2 ||k - d||^2 / sum_b gamma^2 ||d||^2`` (a zero derivative scores 1);
-    ``rel_mse_unweighted``: the same without ``gamma^2``.  The head gets ``eps_theta`` (as in sampling).
+    :func:`taylorsolve.diffusion.distillation.relative_errors`: ``rel_mse`` (``gamma^2``-weighted, a zero
+    derivative scores 1), ``rel_mse_unweighted`` and ``bands`` (per band of ``t``), with ``t`` drawn
+    by ``time_sampling``.  The head gets ``eps_theta`` (as in sampling).
     """
     schedule = get_schedule(schedule if schedule is not None else LinearVPSchedule())
     gen = torch.Generator().manual_seed(seed)
     x0 = mixture.sample(n, gen).to(teacher.out.weight.dtype)
-    t = sample_times(n, t_cutoff, gen)
+    t = dist.sample_times(n, t_cutoff, gen, kind=time_sampling)
     xt, _ = diffuse(x0, t, schedule, gen)
-    eps, target = autodiff_target(teacher, xt, t, schedule)
-    h, temb, _ = teacher.forward_all(xt, t)
-    gamma = schedule.gamma(t)
-    k = head(h, temb, xt, eps, gamma).to(target.dtype)
-    w = (gamma * gamma).to(target.dtype)
-    err, ref = ((k - target) ** 2).sum(-1), (target ** 2).sum(-1)
-    return {"rel_mse": float((w * err).sum() / (w * ref).sum()), "rel_mse_unweighted": float(err.sum() / ref.sum())}
+    h, temb, eps = teacher.forward_all(xt, t)
+    tg = dist.derivative_targets(teacher, xt, t, process=schedule, eps=eps)
+    k = head(h, temb, xt, eps, tg.gamma)
+    return dist.relative_errors(k, tg.d1, t, tg.gamma, bands=bands)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -315,7 +289,7 @@ class HeadedModel:
         else:
             h, temb, _ = self.teacher.forward_all(x, t)
             self.cache_misses += 1
-        gamma = self.schedule.gamma(_per_sample(t, x.shape[0]))
+        gamma = self.schedule.gamma(t)
         return self.head(h, temb, x, eps, gamma).to(x.dtype)
 
     def provider(self) -> _providers.LearnedProvider:

@@ -62,13 +62,13 @@ class EpsMLP(nn.Module):
     """
 
     def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, temb_dim: int = 32,
-                 x_fourier: int = 0, x_scale: float = 4.0, time_input: str = "t"):
+                 x_fourier: int = 0, x_scale: float = 4.0, time_input: str = "t", t_fmax: float = 64.0):
         super().__init__()
         if time_input not in ("t", "loggamma"):
             raise ValueError(f"time_input must be 't' or 'loggamma', got {time_input!r}")
         self.dim, self.hidden, self.depth, self.temb_dim = dim, hidden, depth, temb_dim
-        self.x_fourier, self.x_scale, self.time_input = x_fourier, x_scale, time_input
-        self.fourier = FourierTimeEmbedding(temb_dim)
+        self.x_fourier, self.x_scale, self.time_input, self.t_fmax = x_fourier, x_scale, time_input, t_fmax
+        self.fourier = FourierTimeEmbedding(temb_dim, f_max=t_fmax)
         self.temb = nn.Sequential(nn.Linear(temb_dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         # fixed random Fourier features of x (Tancik et al. 2020): lets a small MLP resolve sharp modes
         g = torch.Generator().manual_seed(1234)
@@ -84,7 +84,8 @@ class EpsMLP(nn.Module):
     @property
     def config(self) -> dict[str, int]:
         return {"dim": self.dim, "hidden": self.hidden, "depth": self.depth, "temb_dim": self.temb_dim,
-                "x_fourier": self.x_fourier, "x_scale": self.x_scale, "time_input": self.time_input}
+                "x_fourier": self.x_fourier, "x_scale": self.x_scale, "time_input": self.time_input,
+                "t_fmax": self.t_fmax}
 
     def _time_feature(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` itself, or ``log gamma_t`` (linear VP, eq. (67)'s schedule) mapped to about ``[0, 1]``."""
@@ -141,11 +142,6 @@ def diffuse(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule | str | None =
     a = sched.alpha(t).to(x0.dtype)[:, None]
     s = sched.sigma(t).to(x0.dtype)[:, None]
     return a * x0 + s * eps, eps
-
-
-def sample_times(n: int, t_cutoff: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``t ~ U[t_cutoff, 1]`` (float64, ``[n]``)."""
-    return t_cutoff + (1.0 - t_cutoff) * torch.rand(n, dtype=torch.float64, generator=generator)
 
 
 def dsm_loss(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, schedule: Schedule | str | None = None,

@@ -25,10 +25,13 @@ from torch import nn
 
 from taylorsolve.diffusion.schedules import LinearVPSchedule
 
-from .model import EpsMLP, dsm_loss, sample_times
+from taylorsolve.diffusion.distillation import sample_times
+
+from .model import EpsMLP, dsm_loss
 
 __all__ = [
     "CheckpointNotFoundError",
+    "CheckpointConfigError",
     "TrainConfig",
     "TrainState",
     "save_checkpoint",
@@ -60,8 +63,10 @@ class TrainConfig:
     depth: int = 3
     temb_dim: int = 32
     x_fourier: int = 64             # random Fourier features of x (0: plain MLP input)
-    x_scale: float = 4.0
+    x_scale: float = 1.0            # std of their frequencies (docs/CONVENTIONS.md: smooth teachers)
     time_input: str = "loggamma"    # time embedding of log gamma_t ("t": of t itself)
+    t_fmax: float = 8.0             # highest frequency of the Fourier time embedding
+    time_sampling: str = "uniform+log"  # DSM times (taylorsolve.diffusion.distillation.sample_times)
 
 
 @dataclass
@@ -165,6 +170,24 @@ def _lr_at(step: int, iters: int, lr: float, lr_final: float) -> float:
     return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * frac))
 
 
+#: settings a resumed run may change (a longer run continues the same one)
+_RESUMABLE_CHANGES = ("iters", "ckpt_every")
+
+
+class CheckpointConfigError(ValueError):
+    """A checkpoint to resume from was written with different settings."""
+
+
+def _check_same_config(path: str, conf: dict[str, Any]) -> None:
+    saved = read_checkpoint_metadata(path)["config"]
+    now = json.loads(json.dumps(conf))
+    diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if diff:
+        raise CheckpointConfigError(
+            f"checkpoint {path!r} was written with other settings ({', '.join(f'{k}: {saved.get(k)!r} there, {now.get(k)!r} now' for k in diff)}); "
+            f"resume with the same settings, or pass another path (or resume=False to overwrite it)")
+
+
 def train_loop(
     module: nn.Module,
     loss_fn: Callable[[torch.Generator], torch.Tensor],
@@ -182,7 +205,8 @@ def train_loop(
 
     Seeded: parameters are not touched here (initialise them under ``torch.manual_seed`` yourself);
     all training randomness must come from the ``generator`` passed to ``loss_fn`` (seeded with
-    ``cfg.seed``).  With ``ckpt_path``: resumes from it if it exists (``resume=True``) and saves every
+    ``cfg.seed``).  With ``ckpt_path``: resumes from it if it exists (``resume=True``; its settings must
+    match, except ``iters``/``ckpt_every``: :class:`CheckpointConfigError` otherwise) and saves every
     ``cfg.ckpt_every`` steps and at the end.  ``stop_after`` stops after that many steps of this call
     (to simulate an interruption in tests).
     """
@@ -194,6 +218,7 @@ def train_loop(
     state = TrainState()
     conf = {**asdict(cfg), **(extra_config or {})}
     if ckpt_path is not None and resume and os.path.isfile(ckpt_path):
+        _check_same_config(ckpt_path, conf)
         state = load_checkpoint(ckpt_path, module, opt, gen)
     done_here = 0
     bar = tqdm(total=cfg.iters, initial=state.step, desc=desc, disable=not progress, leave=False)
@@ -236,7 +261,8 @@ def train_eps_model(
 ) -> tuple[EpsMLP, TrainState]:
     """Train an :class:`EpsMLP` on ``mixture`` (default :func:`toy.nested_mixture`) by DSM (eq. (7)).
 
-    ``t ~ U[t_cutoff, 1]``, linear VP schedule by default.  Returns ``(model, state)``; the model is
+    ``t`` by :func:`taylorsolve.diffusion.distillation.sample_times` (``cfg.time_sampling``), linear VP
+    schedule by default.  Returns ``(model, state)``; the model is
     in eval mode.  See :func:`train_loop` for checkpointing/resuming.
     """
     from toy import nested_mixture
@@ -246,11 +272,12 @@ def train_eps_model(
     schedule = schedule if schedule is not None else LinearVPSchedule()
     torch.manual_seed(cfg.seed)
     model = EpsMLP(dim=mixture.dim, hidden=cfg.hidden, depth=cfg.depth, temb_dim=cfg.temb_dim,
-                   x_fourier=cfg.x_fourier, x_scale=cfg.x_scale, time_input=cfg.time_input)
+                   x_fourier=cfg.x_fourier, x_scale=cfg.x_scale, time_input=cfg.time_input,
+                   t_fmax=cfg.t_fmax)
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
         x0 = mixture.sample(cfg.batch, gen).float()
-        t = sample_times(cfg.batch, cfg.t_cutoff, gen)
+        t = sample_times(cfg.batch, cfg.t_cutoff, gen, kind=cfg.time_sampling)
         return dsm_loss(model, x0, t, schedule, gen)
 
     state = train_loop(model, loss_fn, cfg, ckpt_path, resume=resume, progress=progress, desc="eps model (DSM)",
@@ -261,6 +288,6 @@ def train_eps_model(
 def load_eps_model(path: str) -> EpsMLP:
     """An :class:`EpsMLP` from a checkpoint of :func:`train_eps_model` (architecture from its metadata)."""
     meta = read_checkpoint_metadata(path)
-    model = EpsMLP(**meta["config"].get("model", {}))
+    model = EpsMLP(**{"t_fmax": 64.0, **meta["config"].get("model", {})})   # (older checkpoints: 64)
     load_checkpoint(path, model)
     return model.eval()
