@@ -611,14 +611,16 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def measure_overhead(headed: HeadedModel, *, batch: int | None = None, warmup: int = 5, repeats: int = 50,
-                     rounds: int = 3, sample_shape: Sequence[int] | None = None,
+                     rounds: int = 1, sample_shape: Sequence[int] | None = None,
                      probe_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The head's cost as a fraction of the network's (app. C.2.5): the network alone, then the network
-    with the hooks recording plus the head(s), each ``warmup`` passes and then ``repeats`` timed ones
-    (wall clock of all of them, ``torch.cuda.synchronize`` around on CUDA); ``rounds`` alternating
-    rounds, the minimum time of each kept (the least disturbed, as ``timeit`` does on a shared machine).
-    ``batch``: default 64 on a CPU, 256 on CUDA (the bench command picks one that fills the GPU).
-    Returns ``{"overhead", "model_s", "headed_s", "batch", ...}`` (seconds per pass).
+    """The head's cost as a fraction of the network's (app. C.2.5): the network alone against the network
+    with the hooks recording plus the head(s), ``warmup`` passes of each, then ``repeats`` timed pairs
+    (one pass of each, in alternating order, ``torch.cuda.synchronize`` around every pass on CUDA),
+    ``rounds`` times over.  ``overhead`` is the median over the pairs of ``headed / plain - 1``: pairing
+    adjacent passes cancels the drift of a shared machine, which moves the network's own time by more
+    than the head costs (the means of separate blocks of passes differed by up to +-20 % here).
+    ``model_s`` / ``headed_s`` are the medians of the single passes.  ``batch``: default 64 on a CPU,
+    256 on CUDA (the bench command picks one that fills the GPU).
     """
     base = headed.base
     mod = base.module
@@ -641,28 +643,38 @@ def measure_overhead(headed: HeadedModel, *, batch: int | None = None, warmup: i
     def with_head() -> Any:
         return headed._headed_net(x, t, **kw)
 
-    def timed(fn: Any) -> float:
-        for _ in range(warmup):
-            fn()
+    def once(fn: Any) -> float:
         _sync(p.device)
         t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
+        fn()
         _sync(p.device)
-        return (time.perf_counter() - t0) / repeats
+        return time.perf_counter() - t0
 
-    tm, th = [], []
-    for _ in range(max(1, rounds)):
-        tm.append(timed(plain))
-        th.append(timed(with_head))
+    for _ in range(warmup):
+        plain()
+        with_head()
+    tm, th, ratios = [], [], []
+    for i in range(max(1, rounds) * repeats):
+        if i % 2:
+            b, a = once(with_head), once(plain)
+        else:
+            a, b = once(plain), once(with_head)
+        tm.append(a)
+        th.append(b)
+        ratios.append(b / a)
     mod.train(was[0])
     for h, w in zip(headed.heads, was[1:]):
         h.train(w)
-    model_s, headed_s = min(tm), min(th)
-    return {"overhead": max(0.0, headed_s / model_s - 1.0), "model_s": model_s, "headed_s": headed_s, "batch": batch,
+
+    def med(v: list[float]) -> float:
+        return sorted(v)[len(v) // 2]
+
+    q = sorted(ratios)
+    return {"overhead": max(0.0, med(ratios) - 1.0), "model_s": med(tm), "headed_s": med(th), "batch": batch,
+            "overhead_quartiles": (q[len(q) // 4] - 1.0, q[(3 * len(q)) // 4] - 1.0),
             "warmup": warmup, "repeats": repeats, "rounds": rounds, "device": str(p.device),
             "threads": torch.get_num_threads(), "head_parameters": sum(h.num_parameters() for h in headed.heads),
-            "model_parameters": sum(q.numel() for q in mod.parameters())}
+            "model_parameters": sum(q_.numel() for q_ in mod.parameters())}
 
 
 # ------------------------------------------------------------------------------------------------

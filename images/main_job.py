@@ -379,7 +379,9 @@ def _load_heads(model: nn.Module, methods: Sequence[MethodSpec], heads_dir: str 
         h.overhead_info = info
         headed[key], overheads[key] = h, info["overhead"]
         _log(f"[all] head(s) {'+'.join(key)}: {info['head_parameters']:,} parameters, overhead "
-             f"{100 * info['overhead']:.2f} % of the network ({info['model_s'] * 1e3:.1f} ms vs "
+             f"{100 * info['overhead']:.2f} % of the network (quartiles of the paired ratios "
+             f"{100 * info['overhead_quartiles'][0]:.1f} to {100 * info['overhead_quartiles'][1]:.1f} %; "
+             f"{info['model_s'] * 1e3:.1f} ms vs "
              f"{info['headed_s'] * 1e3:.1f} ms at batch {info['batch']})", quiet)
     return headed, notes, overheads
 
