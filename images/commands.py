@@ -335,6 +335,7 @@ def _bench(a: argparse.Namespace) -> int:
 
 def _distill(a: argparse.Namespace) -> int:
     from . import DEFAULT_DIGITS_CHECKPOINT
+    from .cli import _rank
     from .distill import DistillArgs, distill
     from .train import Interrupted
 
@@ -370,12 +371,6 @@ def _heads(a: argparse.Namespace) -> int:
                      variants=[v for v in a.variants.split(",") if v], pool_size=a.pool, steps=a.steps, seed=a.seed,
                      threads=a.threads, commit_to=Path(a.commit_to) if a.commit_to else None)
     return 0
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
 
 
 def _classifier(a: argparse.Namespace) -> int:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,7 +50,8 @@ from .data import ImageDataset, derived_seed, load_dataset, step_generator
 from .errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, NotDifferentiableError, ResumeError
 from .heads import (HeadConfig, HeadedModel, PredictionHead, attach_head, build_head, head_config_for, read_head_metadata,
                     save_head, teacher_fingerprint)
-from .train import Interrupted, _append_log, _command_line, _Dist, _ema_update, _git_commit, _init_dist, _load_optimizer
+from .train import (Interrupted, StopSignals, _append_log, _command_line, _Dist, _ema_update, _git_commit, _init_dist,
+                    _load_optimizer, progress_bar, wrap_ddp)
 
 __all__ = ["DistillArgs", "distill", "evaluate_head", "build_pool", "HEAD_FILE", "teacher_batch"]
 
@@ -377,33 +376,15 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
     if de.main:
         out.mkdir(parents=True, exist_ok=True)
         _record(out, args, cfg, start_step, de.world, device, head, fingerprint)
-    net: nn.Module = head
-    if de.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(head, device_ids=[device.index] if device.type == "cuda" else None)
-
-    stop = {"signum": 0}
-
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-        stop["signum"] = signum
-
-    old: dict[int, Any] = {}
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGTERM, signal.SIGINT):
-            old[s] = signal.signal(s, handler)
+    net = wrap_ddp(head, de, device)
+    stop = StopSignals()   # signals: finish the step, write the checkpoint, stop
 
     def save(at: int, secs: float, extra: dict[str, Any] | None = None) -> None:
         if de.main:
             _save(ckpt, headed, head, ema, opt, at, args, secs, fingerprint, extra)
         de.barrier()
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=args.steps, initial=step, desc=f"distill order {args.order}", unit="it",
-               disable=not (args.progress and de.main), dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(args.steps, step, f"distill order {args.order}", args.progress and de.main)
     losses: list[float] = []
     t0 = time.perf_counter()
     done = 0
@@ -455,7 +436,7 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4g}", refresh=False)
-            signum = int(de.all_max([float(stop["signum"])], device)[0])
+            signum = int(de.all_max([float(stop.signum)], device)[0])
             if step % args.checkpoint_every == 0 or step == args.steps or signum:
                 secs = seconds + (time.perf_counter() - t0)
                 save(step, secs)
@@ -471,8 +452,7 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
             last_saved = step
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     total = seconds + (time.perf_counter() - t0)
     if signum:
         raise Interrupted(signum, step, str(ckpt))

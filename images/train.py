@@ -319,6 +319,49 @@ def _slice(x: torch.Tensor | None, rank: int, per: int) -> torch.Tensor | None:
     return None if x is None else x[rank * per:(rank + 1) * per]
 
 
+class StopSignals:
+    """While installed, SIGTERM / SIGINT set :attr:`signum` instead of killing the process: a training
+    loop finishes its step, writes its checkpoint and stops.  :meth:`restore` puts the old handlers
+    back.  (Only the main thread can install handlers; elsewhere this does nothing.)"""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+        try:
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                for s in (signal.SIGTERM, signal.SIGINT):
+                    self._old[s] = signal.signal(s, self._handler)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+
+    def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+
+def wrap_ddp(module: nn.Module, de: "_Dist", device: torch.device) -> nn.Module:
+    """``module`` in ``DistributedDataParallel`` under torchrun (more than one process), else itself."""
+    if de.world <= 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    """tqdm over optimizer steps (redrawn twice a second on a terminal, every 30 s in a log file)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", disable=not enabled, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     ep = [p for p in ema.parameters()]
@@ -396,38 +439,15 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
         out.mkdir(parents=True, exist_ok=True)
         _record_run(out, args, cfg, start_step, de.world, device, model.num_parameters())
 
-    net: nn.Module = model
-    if de.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    # signals: finish the step, write the checkpoint, stop
-    stop = {"signum": 0}
-
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-        stop["signum"] = signum
-
-    old_handlers: dict[int, Any] = {}
-    try:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                old_handlers[s] = signal.signal(s, handler)
-    except (ValueError, OSError):  # pragma: no cover
-        pass
+    net = wrap_ddp(model, de, device)
+    stop = StopSignals()   # signals: finish the step, write the checkpoint, stop
 
     def save(at_step: int, seconds: float) -> None:
         if de.main:
             _save(ckpt, model, ema, opt, scaler, at_step, args, cfg, seconds, de.world)
         de.barrier()
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=args.steps, initial=step, desc=f"train {args.dataset}/{args.config}", unit="it",
-               disable=not (args.progress and de.main), dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(args.steps, step, f"train {args.dataset}/{args.config}", args.progress and de.main)
     losses: list[float] = []
     t_session = time.perf_counter()
     seconds_at_start = train_seconds
@@ -491,7 +511,7 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
                 rate = done_here / max(time.perf_counter() - t_session, 1e-9)
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", img_s=f"{args.batch_size * rate:.0f}",
                                 refresh=False)
-            signum = int(de.all_max([float(stop["signum"])], device)[0])
+            signum = int(de.all_max([float(stop.signum)], device)[0])
             if step % args.checkpoint_every == 0 or step == args.steps or signum:
                 secs = seconds_at_start + (time.perf_counter() - t_session)
                 save(step, secs)
@@ -507,8 +527,7 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
             last_saved = step
     finally:
         bar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        stop.restore()
     train_seconds = seconds_at_start + (time.perf_counter() - t_session)
     if signum:
         raise Interrupted(signum, step, str(ckpt))
