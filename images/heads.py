@@ -43,7 +43,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -189,15 +189,12 @@ def _install(module: nn.Module, spec: HookSpec, cap: _Capture) -> list[Any]:
             def hook(mod: nn.Module, args: tuple, out: Any) -> None:
                 if cap.active:
                     setattr(cap, slot, out[0] if isinstance(out, (tuple, list)) else out)
-            return mods_hook_out(hook)
+            return hook
 
         def pre(mod: nn.Module, args: tuple) -> None:
             if cap.active and args:
                 setattr(cap, slot, args[0])
         return pre
-
-    def mods_hook_out(h: Any) -> Any:
-        return h
 
     handles = []
     for name, slot, side in ((spec.features, "features", spec.features_from), (spec.embedding, "embedding", spec.embedding_from)):
@@ -484,7 +481,6 @@ def probe_dimensions(base: DiffusionModel, hooks: HookSpec, *, sample_shape: Seq
     if shape is None:
         raise HookError("cannot tell the network's input shape; pass sample_shape=(C, H, W) to attach_head")
     p = next(mod.parameters())
-    tmp = HeadedModel.__new__(HeadedModel)  # a bare capture for the probe
     cap = _Capture()
     handles = _install(mod, hooks, cap)
     try:
@@ -499,7 +495,6 @@ def probe_dimensions(base: DiffusionModel, hooks: HookSpec, *, sample_shape: Seq
     finally:
         for h in handles:
             h.remove()
-    del tmp
     feats, emb = cap.features, cap.embedding
     if feats is None or emb is None:
         raise HookError(f"the hooked modules did not run in a forward pass (hooks {hooks.to_dict()})")
@@ -813,4 +808,3 @@ def head_config_for(headed_or_dims: Any, **overrides: Any) -> HeadConfig:
 
 
 __all__ += ["head_config_for", "probe_dimensions"]
-_ = (field, replace)  # re-exported dataclass helpers kept for callers building configs
