@@ -50,6 +50,8 @@ def test_hooks_leave_the_network_output_unchanged_and_capture_features(which):
     assert torch.allclose(headed.process.to_eps(eps_h, headed.parameterization, x, t) if which == "diffusers" else eps_h,
                           before, atol=1e-12, rtol=0)
     assert k.shape == x.shape and bool(torch.isfinite(k).all())
+    eps_call, k_call = headed(x, t)                   # the documented form: eps, k = headed(x, t)
+    assert torch.equal(k_call, k) and torch.equal(eps_call, eps_h)
     _, _, feats, emb = headed.features(x, t)
     assert feats.shape[0] == 3 and feats.shape[-2:] == x.shape[-2:] and emb.shape[0] == 3
     headed.remove()
