@@ -15,36 +15,9 @@ from taylorsolve.diffusion.samplers.deis import DEIS
 from taylorsolve.diffusion.samplers.dpm_solver import DPMSolverPP2M
 from taylorsolve.diffusion.samplers.taylor import AdamsBashforth
 from taylorsolve.diffusion.samplers.unipc import UniPC, phi, unipc_weights
-from taylorsolve.diffusion.schedules import LinearVPSchedule
 from taylorsolve.errors import TaylorSolveError
 
-F64 = torch.float64
-SCH = LinearVPSchedule()
-X0 = torch.tensor([0.3, -1.2, 2.0], dtype=F64)
-M = torch.tensor([0.5, -1.0], dtype=F64)
-S = 0.5
-X1_3 = torch.tensor([[0.5, -0.1, 1.3], [1.0, 2.0, -0.5]], dtype=F64)
-X1_2 = torch.tensor([[0.5, -0.1], [1.0, 2.0], [-0.7, 0.4]], dtype=F64)
-
-
-def eps_point(x, t):
-    return (x - SCH.alpha(t) * X0) / SCH.sigma(t)
-
-
-def eps_gauss(x, t):
-    a, s = SCH.alpha(t), SCH.sigma(t)
-    return s * (x - a * M) / (a * a * S * S + s * s)
-
-
-def exact_point(x1, times):
-    g0, g = SCH.gamma(times[0]), SCH.gamma(times[-1])
-    return (X0 + (x1 * torch.sqrt(1 + g0 * g0) - X0) * g / g0) / torch.sqrt(1 + g * g)
-
-
-def exact_gauss(x1, times):
-    g0, g = SCH.gamma(times[0]), SCH.gamma(times[-1])
-    u = (x1 * torch.sqrt(1 + g0 * g0) - M) * torch.sqrt((S * S + g * g) / (S * S + g0 * g0))
-    return (u + M) / torch.sqrt(1 + g * g)
+from _problems import F64, SCH, X0, X1_2, X1_3, eps_gauss, eps_point, exact_gauss, exact_point  # noqa: E402
 
 
 # -- the coefficients ---------------------------------------------------------------------------------------
