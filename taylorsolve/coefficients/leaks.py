@@ -20,23 +20,14 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .._tensorlike import torch_function_name
+from .._tensorlike import _LEAK_NAMES, torch_function_name
 from ..errors import DerivativeLeakError
 
 __all__ = ["check_no_leak", "LeakDetector"]
 
 #: functions that return something without the derivatives of their (tainted) input
 _LEAKS = {
-    "detach": "detach()",
-    "detach_": "detach_()",
-    "item": "item()",
-    "tolist": "tolist()",
-    "numpy": "numpy()",
-    "__float__": "float()",
-    "__int__": "int()",
-    "__index__": "an index conversion",
-    "__complex__": "complex()",
-    "__array__": "numpy.asarray()",
+    **_LEAK_NAMES,                       # the conversions the tracing stand-ins refuse too
     "tensor": "torch.tensor(...)",
     "new_tensor": "Tensor.new_tensor(...)",
 }
