@@ -19,12 +19,13 @@ Files are written to a temporary file in the target folder and moved into place 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -61,37 +62,36 @@ def _usual_permissions(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+@contextlib.contextmanager
+def _atomic(path: str | os.PathLike, suffix: str) -> Iterator[str]:
+    """A temporary path in ``path``'s folder to write; on success it replaces ``path`` (``os.replace``),
+    on any error it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_in(path.parent, suffix)
+    try:
+        yield tmp
+        _usual_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
     """Write a safetensors file atomically (temporary file in the same folder + ``os.replace``)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_in(path.parent, ".safetensors")
-    try:
+    with _atomic(path, ".safetensors") as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        _usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_in(path.parent, path.suffix or ".txt")
-    try:
+    with _atomic(path, Path(path).suffix or ".txt") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        _usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
