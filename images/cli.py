@@ -29,6 +29,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--model-kwargs", default="{}", help='JSON overrides of the U-Net config, e.g. \'{"ch": 8}\'')
     p.add_argument("--class-cond", action="store_true", help="class-conditional model (label embedding)")
     p.add_argument("--label-dropout", type=float, default=0.0, help="probability of dropping the label (CFG)")
+    p.add_argument("--upsample-from", type=int, default=0,
+                   help="train a cascaded upsampler from this low resolution (conditioned on the up-scaled image)")
+    p.add_argument("--aug-max", type=float, default=0.1,
+                   help="upsampler: noise-augmentation levels s ~ U[0, aug_max] of the conditioning")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default per config)")
     p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default per config)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay (default per config)")
@@ -52,7 +56,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     args = TrainArgs(dataset=a.dataset, config=a.config, steps=a.steps, batch_size=a.batch_size, seed=a.seed,
                      out=a.out, checkpoint_every=a.checkpoint_every, resume=a.resume, data_dir=a.data_dir,
                      conditioning=a.conditioning, dropout=a.dropout, model_kwargs=kw, class_cond=a.class_cond,
-                     label_dropout=a.label_dropout, lr=a.lr, warmup=a.warmup, ema=a.ema, grad_clip=a.grad_clip,
+                     label_dropout=a.label_dropout, upsample_from=a.upsample_from, aug_max=a.aug_max, lr=a.lr, warmup=a.warmup, ema=a.ema, grad_clip=a.grad_clip,
                      t_min=a.t_min, amp=a.amp, tf32=a.tf32, device=a.device, threads=a.threads,
                      progress=not a.no_progress)
     try:

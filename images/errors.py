@@ -20,6 +20,10 @@ __all__ = [
     "HookError",
     "HeadMismatchError",
     "NotDifferentiableError",
+    "ClassLabelError",
+    "GuidanceError",
+    "MissingConditioningError",
+    "ResolutionMismatchError",
 ]
 
 
@@ -77,3 +81,19 @@ class HeadMismatchError(CheckpointMismatchError):
 class NotDifferentiableError(ImagesError):
     """The teacher's eps is not differentiable in (x, t) (e.g. integer timesteps with rounding on), so
     the distillation targets of eq. (12) do not exist (the message says what to switch off)."""
+
+
+class ClassLabelError(ConfigError):
+    """Class labels out of range, of a non-integer dtype, or given to an unconditional model."""
+
+
+class GuidanceError(ConfigError):
+    """Classifier-free guidance asked of a model that cannot be guided (no class embedding, no "no label" branch)."""
+
+
+class MissingConditioningError(ConfigError):
+    """A conditional model (a cascaded upsampler) called without its conditioning (the low-resolution image)."""
+
+
+class ResolutionMismatchError(ConfigError):
+    """Images whose resolutions do not fit together (a low-resolution input and the upsampler's output size)."""

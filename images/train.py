@@ -63,6 +63,9 @@ TRAIN_DEFAULTS: dict[str, dict[str, float]] = {
 #: fields that may change between a run and its resumption
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "resume", "out", "progress", "device", "threads", "data_dir"}
 
+#: TrainArgs fields added after runs were recorded (a record without them had their defaults)
+_ADDED_FIELDS = {"upsample_from", "aug_max"}
+
 _SCHEDULE = LinearVPSchedule()
 
 
@@ -84,6 +87,10 @@ class TrainArgs:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     class_cond: bool = False
     label_dropout: float = 0.0
+    #: a cascaded upsampler from this resolution (0: an ordinary model), :mod:`images.upsampler`
+    upsample_from: int = 0
+    #: an upsampler's conditioning is noise-augmented at ``s ~ U[0, aug_max]``
+    aug_max: float = 0.1
     lr: float | None = None
     warmup: int | None = None
     ema: float | None = None
@@ -113,6 +120,8 @@ class TrainArgs:
             raise ConfigError(f"t_min must lie in (0, 1), got {a.t_min}")
         if not (0.0 <= a.label_dropout < 1.0):
             raise ConfigError(f"label_dropout must lie in [0, 1), got {a.label_dropout}")
+        if a.upsample_from < 0 or not (0.0 <= a.aug_max <= 1.0):
+            raise ConfigError(f"need upsample_from >= 0 and aug_max in [0, 1]; got {a.upsample_from}, {a.aug_max}")
         return a
 
 
@@ -130,17 +139,26 @@ def build_model_config(args: TrainArgs, ds: ImageDataset) -> UNetConfig:
     kw = dict(args.model_kwargs)
     if args.dropout is not None:
         kw["dropout"] = args.dropout
+    if args.upsample_from:
+        if ds.resolution % args.upsample_from or args.upsample_from >= ds.resolution:
+            from .errors import ResolutionMismatchError
+
+            raise ResolutionMismatchError(f"--upsample-from {args.upsample_from}: must be a smaller divisor of the "
+                                          f"dataset's resolution {ds.resolution}")
+        kw["cond_channels"] = ds.channels
+        kw["low_resolution"] = int(args.upsample_from)
     return get_config(args.config, in_channels=ds.channels, resolution=ds.resolution,
                       num_classes=ds.num_classes if args.class_cond else 0, conditioning=args.conditioning, **kw)
 
 
 def dsm_loss(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. (7)/(61) with ``g = 1``: ``mean (eps - eps_theta(alpha_t x_0 + sigma_t eps, t))^2`` (float32 loss)."""
+             labels: torch.Tensor | None = None, **cond: Any) -> torch.Tensor:
+    """Eq. (7)/(61) with ``g = 1``: ``mean (eps - eps_theta(alpha_t x_0 + sigma_t eps, t))^2`` (float32 loss);
+    ``cond``: further conditioning keyword arguments (an upsampler's ``low_res``, ``aug_level``)."""
     a = _SCHEDULE.alpha(t).to(x0.dtype)[:, None, None, None]
     s = _SCHEDULE.sigma(t).to(x0.dtype)[:, None, None, None]
     xt = a * x0 + s * noise
-    pred = model(xt, t) if labels is None else model(xt, t, labels)
+    pred = model(xt, t, **cond) if labels is None else model(xt, t, labels, **cond)
     return (pred.float() - noise.float()).square().mean()
 
 
@@ -222,7 +240,8 @@ def _args_json(args: TrainArgs) -> dict[str, Any]:
 
 
 def _check_resume_compatible(meta: dict[str, Any], args: TrainArgs, cfg: UNetConfig, path: str) -> None:
-    saved = dict(meta.get("train_args", {}))
+    # fields added after a run was started are read as their defaults (the run had that behaviour)
+    saved = {**{k: v for k, v in asdict(TrainArgs()).items() if k in _ADDED_FIELDS}, **dict(meta.get("train_args", {}))}
     now = _args_json(args)
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
              if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
@@ -474,11 +493,20 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
             else:
                 labels = None
             x0 = x0.to(device)
-            x0, t, noise, labels = (_slice(v, de.rank, per) for v in (x0, t, noise, labels))
+            low_res = aug = None
+            if cfg.cond_channels:  # a cascaded upsampler: up-scaled, noise-augmented low-res input (own stream)
+                from .upsampler import augment, downsample, upscale
+
+                g_aug = step_generator(args.seed, step, 3, device)
+                aug = float(args.aug_max) * torch.rand(args.batch_size, generator=g_aug, device=device, dtype=torch.float64)
+                up = upscale(downsample(x0, cfg.low_resolution), cfg.resolution)
+                low_res = augment(up, aug, torch.randn(up.shape, generator=g_aug, device=device, dtype=up.dtype))
+            x0, t, noise, labels, low_res, aug = (_slice(v, de.rank, per) for v in (x0, t, noise, labels, low_res, aug))
+            cond_kw = {} if low_res is None else {"low_res": low_res, "aug_level": aug}
             torch.manual_seed(derived_seed(args.seed, step, 2, de.rank))  # dropout masks
             ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
             with ctx:
-                loss = dsm_loss(net, x0, t, noise, labels)
+                loss = dsm_loss(net, x0, t, noise, labels, **cond_kw)
             bad = 0.0 if bool(torch.isfinite(loss)) else 1.0
             bad = de.all_max([bad], device)[0]
             if bad:

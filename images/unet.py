@@ -17,13 +17,20 @@ followed by the MLP ``time_embed``:
   smoothly along it, which the second-order GENIE step needs (measured: README, "conditioning").
 * ``"sinusoidal_t"``: ``c_noise = 1000 t`` (DDPM's integer-timestep scale, continuous).
 
-Interface: ``model(x, t, class_labels=None) -> eps`` with ``x [B, C, H, W]``, ``t`` a ``[B]`` or 0-d
+Interface: ``model(x, t, class_labels=None, low_res=None, aug_level=None) -> eps`` with ``x [B, C, H, W]``, ``t`` a ``[B]`` or 0-d
 tensor (or a number) of continuous times in ``(0, 1]`` of any float dtype; computation in the
 parameters' dtype, the result in ``x``'s dtype.  Everything is plain differentiable torch (attention
 by matmul and softmax), so ``torch.func.jvp`` works in ``x`` and ``t`` (GENIE's eq. (12)).
 ``class_labels`` (int ``[B]``; ``num_classes > 0``) adds a label embedding to the noise embedding;
 index ``num_classes`` (or ``class_labels=None``) is the "no label" embedding used for classifier-free
 guidance.
+
+A cascaded upsampler (GENIE sec. 5.4, app. C; Ho et al.'s cascaded diffusion) sets ``cond_channels`` (and
+``low_resolution``, the resolution it up-samples from): ``low_res`` is then the *up-scaled*, noise-augmented
+low-resolution image ``[B, cond_channels, H, W]`` at the model's own resolution, concatenated to ``x`` at the
+input, and ``aug_level`` (``[B]`` or 0-d, the augmentation's diffusion time ``s``; default 0) enters the
+embedding through ``aug_embed`` (a positional embedding of ``1000 s`` and an MLP).  :mod:`images.upsampler`
+prepares the conditioning (down-scaling, up-scaling, augmentation).
 
 Hook points (the distilled head of the next issue attaches here by forward hooks, nothing edited):
 
@@ -64,7 +71,7 @@ from torch import nn
 
 from taylorsolve.diffusion.schedules import LinearVPSchedule
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ClassLabelError, ConfigError, MissingConditioningError, ResolutionMismatchError, UnknownNameError
 
 __all__ = ["UNetConfig", "UNet", "CONFIGS", "CONDITIONINGS", "get_config", "build_unet", "float32_unet",
            "noise_conditioning"]
@@ -89,11 +96,18 @@ class UNetConfig:
     emb_mult: int = 4
     num_heads: int = 1
     skip_rescale: bool = True
+    #: channels of a conditioning image concatenated to ``x`` (a cascaded upsampler's up-scaled low-res input)
+    cond_channels: int = 0
+    #: the resolution an upsampler up-samples from (0: not an upsampler)
+    low_resolution: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ch_mult"] = list(self.ch_mult)
         d["attn_resolutions"] = list(self.attn_resolutions)
+        for k in ("cond_channels", "low_resolution"):  # upsampler fields: absent for ordinary models, so records
+            if not d[k]:                                # and resumable runs from before they existed still match
+                del d[k]
         return d
 
     @classmethod
@@ -296,10 +310,19 @@ class UNet(nn.Module):
         self.noise_embed = PositionalEmbedding(ch)
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+        if cfg.cond_channels < 0 or (cfg.cond_channels > 0) != (cfg.low_resolution > 0):
+            raise ConfigError(f"an upsampler sets both cond_channels and low_resolution (> 0); got cond_channels "
+                              f"{cfg.cond_channels}, low_resolution {cfg.low_resolution}")
+        if cfg.low_resolution and (cfg.low_resolution >= cfg.resolution or cfg.resolution % cfg.low_resolution):
+            raise ResolutionMismatchError(f"an upsampler's low_resolution ({cfg.low_resolution}) must divide its "
+                                          f"resolution ({cfg.resolution}) and be smaller")
+        # the noise-augmentation level of an upsampler's conditioning (cascaded diffusion)
+        self.aug_embed = (nn.Sequential(PositionalEmbedding(ch), nn.Linear(ch, emb_dim), nn.SiLU(),
+                                        nn.Linear(emb_dim, emb_dim)) if cfg.cond_channels > 0 else None)
         self.embedding = nn.Identity()
 
         rb = dict(emb_dim=emb_dim, dropout=cfg.dropout, skip_rescale=cfg.skip_rescale)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skip_chs = [ch]
         cur, res = ch, cfg.resolution
@@ -360,7 +383,7 @@ class UNet(nn.Module):
         nc = self.config.num_classes
         if self.class_embed is None:
             if class_labels is not None:
-                raise ValueError("class_labels given to an unconditional model (num_classes = 0)")
+                raise ClassLabelError("class_labels given to an unconditional model (num_classes = 0)")
             return None
         if class_labels is None:
             return torch.full((batch,), nc, dtype=torch.long, device=device)
@@ -371,12 +394,14 @@ class UNet(nn.Module):
         if y.ndim == 0:
             y = y.expand(batch)
         if y.shape != (batch,):
-            raise ValueError(f"class_labels must be 0-d or of shape [{batch}], got {tuple(y.shape)}")
+            raise ClassLabelError(f"class_labels must be 0-d or of shape [{batch}], got {tuple(y.shape)}")
         if bool(((y < 0) | (y > nc)).any()):
-            raise ValueError(f"class_labels must lie in [0, {nc - 1}] (or {nc} = no label); got {y.min().item()}..{y.max().item()}")
+            raise ClassLabelError(f"class_labels must lie in [0, {nc - 1}] (or {nc} = no label); got "
+                                  f"{y.min().item()}..{y.max().item()}")
         return y
 
-    def embed(self, t: torch.Tensor, class_labels: Any = None, batch: int | None = None) -> torch.Tensor:
+    def embed(self, t: torch.Tensor, class_labels: Any = None, batch: int | None = None,
+              aug_level: Any = None) -> torch.Tensor:
         """The embedding the residual blocks use, ``[B, emb_dim]`` (through the hookable modules)."""
         batch = t.shape[0] if batch is None else batch
         dev = self.conv_in.weight.device
@@ -386,14 +411,52 @@ class UNet(nn.Module):
         temb = self.time_embed(self.noise_embed(c).to(self.dtype))
         y = self._labels(class_labels, batch, dev)
         emb = temb if y is None else temb + self.class_embed(y)
+        if self.aug_embed is not None:
+            s = self._times(0.0 if aug_level is None else aug_level, batch, dev)
+            emb = emb + self.aug_embed((1000.0 * s).to(self.dtype))
+        elif aug_level is not None:
+            raise ConfigError("aug_level given to a model without a conditioning image (not an upsampler)")
         return self.embedding(emb)
 
+    def _conditioning(self, x: torch.Tensor, low_res: Any) -> torch.Tensor | None:
+        """The upsampler's conditioning image, checked against ``x`` (named errors)."""
+        cfg = self.config
+        if cfg.cond_channels == 0:
+            if low_res is not None:
+                raise ConfigError("low_res given to a model without a conditioning input (cond_channels = 0): "
+                                  "not an upsampler")
+            return None
+        if low_res is None:
+            raise MissingConditioningError(
+                f"this upsampler ({cfg.low_resolution}x{cfg.low_resolution} -> {cfg.resolution}x{cfg.resolution}) "
+                f"needs its low-resolution input: low_res=[B, {cfg.cond_channels}, {cfg.resolution}, {cfg.resolution}] "
+                f"(up-scaled and noise-augmented by images.upsampler.condition)")
+        if not isinstance(low_res, torch.Tensor) or low_res.ndim != 4:
+            raise MissingConditioningError(f"low_res must be a [B, C, H, W] tensor, got {type(low_res).__name__}"
+                                           + (f" of shape {tuple(low_res.shape)}" if isinstance(low_res, torch.Tensor) else ""))
+        b, c, h, w = low_res.shape
+        if (h, w) != tuple(x.shape[-2:]):
+            hint = (" (a low-resolution image: up-scale it first with images.upsampler.condition)"
+                    if (h, w) == (cfg.low_resolution, cfg.low_resolution) else "")
+            raise ResolutionMismatchError(
+                f"the upsampler's conditioning image is {h}x{w} but x is {x.shape[-2]}x{x.shape[-1]}{hint}")
+        if c != cfg.cond_channels or b != x.shape[0]:
+            raise ResolutionMismatchError(f"low_res must be [{x.shape[0]}, {cfg.cond_channels}, {h}, {w}], "
+                                          f"got {tuple(low_res.shape)}")
+        return low_res
+
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, t: Any, class_labels: Any = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: Any, class_labels: Any = None, low_res: Any = None,
+                aug_level: Any = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"x must be [B, {self.config.in_channels}, H, W], got {tuple(x.shape)}")
-        emb = self.embed(t, class_labels, batch=x.shape[0])
-        h = self.conv_in(x.to(self.dtype))
+        if self.config.cond_channels and tuple(x.shape[-2:]) != (self.config.resolution,) * 2:
+            raise ResolutionMismatchError(f"this upsampler generates {self.config.resolution}x{self.config.resolution} "
+                                          f"images; x is {x.shape[-2]}x{x.shape[-1]}")
+        cond_img = self._conditioning(x, low_res)
+        emb = self.embed(t, class_labels, batch=x.shape[0], aug_level=aug_level)
+        xin = x if cond_img is None else torch.cat([x, cond_img.to(x.dtype)], dim=1)
+        h = self.conv_in(xin.to(self.dtype))
         hs = [h]
         for layer in self.down:
             for m in layer:
