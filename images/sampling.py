@@ -106,10 +106,14 @@ class SampleRun:
 
 def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int | None = None, *, nfe: int | None = None,
                 jvp_cost: float | None = None, afs: bool = False, denoise: bool = False, grid: str | None = None,
-                class_labels: torch.Tensor | None = None, **options: Any) -> SampleRun:
+                class_labels: torch.Tensor | None = None, cond: dict[str, Any] | None = None,
+                guidance_scale: float | None = None, **options: Any) -> SampleRun:
     """``sample(diffusion_model(model), x1, steps | nfe=..., method=..., grid=..., afs=..., denoise=...)`` in
     eval mode; ``jvp_cost`` prices GENIE-AD's JVP passes in an NFE budget.  ``model`` may be a headed
-    model (:func:`images.heads.attach_head`) with ``derivative="head"``; its overhead prices the heads."""
+    model (:func:`images.heads.attach_head`) with ``derivative="head"``; its overhead prices the heads.
+    ``cond``: the network's conditioning keyword arguments (an upsampler's ``low_res``/``aug_level``),
+    ``class_labels`` joins them; ``guidance_scale``: classifier-free guidance (eq. (79)) of a
+    class-conditional model, ``None`` or ``0``: none."""
     m = canonical(method)
     if not method_available(m):
         raise UnknownNameError(f"method {method!r} is not a registered sampler; known methods: "
@@ -124,8 +128,13 @@ def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int | No
             kw.setdefault("derivative", "autodiff")
         if nfe is not None and _overhead(m, jvp_cost):
             kw["overhead"] = _overhead(m, jvp_cost)
+        c = dict(cond or {})
         if class_labels is not None:
-            kw["cond"] = {"class_labels": class_labels}
+            c["class_labels"] = class_labels
+        if c:
+            kw["cond"] = c
+        if guidance_scale:
+            kw["guidance_scale"] = float(guidance_scale)
         out = sample(diffusion_model(model), x1, steps, method=m, grid=g, nfe=nfe, afs=afs, denoise=denoise, **kw)
     finally:
         module.train(was_training)
@@ -174,7 +183,8 @@ REFERENCE_SOLVERS: dict[str, tuple[str, int | None, str, dict[str, Any]]] = {
 
 
 def reference_solve(model: nn.Module, x1: torch.Tensor, solver: str = "rk45", *, denoise: bool = False,
-                    class_labels: torch.Tensor | None = None, steps: int | None = None) -> SampleRun:
+                    class_labels: torch.Tensor | None = None, steps: int | None = None,
+                    cond: dict[str, Any] | None = None, guidance_scale: float | None = None) -> SampleRun:
     """The ODE solution ``x(t_cutoff)`` from ``x1`` by a high-accuracy solver (:data:`REFERENCE_SOLVERS`).
 
     ``x1`` should be float64 (the solver state); the model runs in its own dtype.
@@ -183,4 +193,4 @@ def reference_solve(model: nn.Module, x1: torch.Tensor, solver: str = "rk45", *,
         raise UnknownNameError(f"unknown reference solver {solver!r}; known: {', '.join(REFERENCE_SOLVERS)}")
     method, n, grid, opts = REFERENCE_SOLVERS[solver]
     return run_sampler(model, x1, method, steps if steps is not None else n, grid=grid, denoise=denoise,
-                       class_labels=class_labels, **opts)
+                       class_labels=class_labels, cond=cond, guidance_scale=guidance_scale, **opts)
