@@ -121,6 +121,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-normalize-features", action="store_true")
     p.add_argument("--pool", type=int, default=0,
                    help="precompute targets for a fixed pool of N draws and train on it (0: fresh draws, Alg. 1)")
+    p.add_argument("--label-dropout", type=float, default=0.2,
+                   help="class-conditional teacher: probability of 'no label' (one head for both branches, eq. (81))")
+    p.add_argument("--guidance", default="",
+                   help="'lo:hi': distil along the guided ODE of a class-conditional teacher, w ~ U[lo, hi]")
+    p.add_argument("--aug-max", type=float, default=0.1,
+                   help="upsampler teacher: conditioning noise-augmentation levels s ~ U[0, aug_max]")
     p.add_argument("--dataset", default=None, help="default: the teacher's")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--checkpoint-every", type=int, default=250)
@@ -344,6 +350,7 @@ def _distill(a: argparse.Namespace) -> int:
                        order=a.order, mixed=not a.no_mixed, weighting=not a.no_weighting, feed=a.feed,
                        objective=a.objective, time_sampling=a.time_sampling, t_cutoff=a.t_cutoff, channels=a.channels,
                        num_blocks=a.num_blocks, normalize_features=not a.no_normalize_features, pool=a.pool,
+                       label_dropout=a.label_dropout, guidance=a.guidance, aug_max=a.aug_max,
                        dataset=a.dataset, data_dir=a.data_dir, checkpoint_every=a.checkpoint_every,
                        eval_samples=a.eval_samples, device=_device(a.device), threads=a.threads,
                        progress=not a.no_progress)

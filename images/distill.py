@@ -21,6 +21,17 @@ folder holds ``head.safetensors`` (atomic; the EMA head in the form :func:`image
 reads, plus the raw weights and Adam's state for ``--resume``), ``run.json`` and ``log.jsonl``; at the
 end a held-out evaluation (:func:`evaluate_head`) is written to ``eval.json``.  Under ``torchrun``
 each rank takes its slice of the global batch and the head is wrapped in DDP; rank 0 writes.
+
+**Conditional teachers** (:class:`Conditioner`; every draw from its own stream of ``(seed, step)``):
+
+* a class-conditional U-Net: the training set's labels, each replaced by "no label" with probability
+  ``label_dropout`` (as in its training), so one head serves the conditional and the unconditional
+  branch -- eq. (81)'s pair of heads (:mod:`images.guidance`);
+* ``guidance="lo:hi"``: the teacher is the guided model :class:`images.guidance.GuidedUNet`, the labels
+  are kept and the scale ``w ~ U[lo, hi]`` per image: the head is distilled along the guided ODE;
+* a cascaded upsampler (:mod:`images.upsampler`): the conditioning image is the training image
+  down-scaled, up-scaled and noise-augmented at ``s ~ U[0, aug_max]``, and the head sees it too
+  (app. C.2.1; its ``extra_input``).
 """
 from __future__ import annotations
 
@@ -47,19 +58,24 @@ from taylorsolve.diffusion.distillation import (
 
 from .checkpoint import atomic_write_text, find_checkpoint, load_model, load_module_state, read_metadata
 from .data import ImageDataset, derived_seed, load_dataset, step_generator
-from .errors import CheckpointMismatchError, ConfigError, NonFiniteLossError, NotDifferentiableError, ResumeError
+from .errors import (CheckpointMismatchError, ConfigError, GuidanceError, NonFiniteLossError, NotDifferentiableError,
+                     ResumeError)
 from .heads import (HeadConfig, HeadedModel, PredictionHead, attach_head, build_head, head_config_for, read_head_metadata,
                     save_head, teacher_fingerprint)
 from .train import (Interrupted, StopSignals, _append_log, _command_line, _Dist, _ema_update, _git_commit, _init_dist,
                     _load_optimizer, progress_bar, wrap_ddp)
 
-__all__ = ["DistillArgs", "distill", "evaluate_head", "build_pool", "HEAD_FILE", "teacher_batch"]
+__all__ = ["DistillArgs", "distill", "evaluate_head", "build_pool", "HEAD_FILE", "teacher_batch", "Conditioner",
+           "distill_teacher"]
 
 HEAD_FILE = "head.safetensors"
 
 #: fields that may change between a run and its resumption
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "resume", "out", "progress", "device", "threads", "data_dir",
                       "eval_samples"}
+
+#: DistillArgs fields added after runs were recorded (a record without them had their defaults)
+_ADDED_FIELDS = {"label_dropout": 0.2, "guidance": "", "aug_max": 0.1}
 
 #: the tensors of a target pool (:func:`build_pool`)
 _POOL_KEYS = ("x_t", "t", "noise", "eps", "features", "embedding", "gamma")
@@ -89,6 +105,12 @@ class DistillArgs:
     channels: int | None = None
     num_blocks: int = 1
     normalize_features: bool = True
+    #: class-conditional teacher: probability of replacing a label by "no label" (both branches' head)
+    label_dropout: float = 0.2
+    #: "lo:hi": distil along the guided ODE (images.guidance.GuidedUNet), w ~ U[lo, hi] per image
+    guidance: str = ""
+    #: upsampler teacher: the conditioning's noise-augmentation levels s ~ U[0, aug_max]
+    aug_max: float = 0.1
     dataset: str | None = None
     data_dir: str | None = None
     checkpoint_every: int = 250
@@ -111,11 +133,84 @@ class DistillArgs:
             raise ConfigError(f"need lr > 0 and 0 <= ema < 1; got {self.lr}, {self.ema}")
         if self.num_blocks < 1 or (self.channels is not None and self.channels < 1):
             raise ConfigError(f"need num_blocks >= 1 and channels >= 1; got {self.num_blocks}, {self.channels}")
+        if not (0.0 <= self.label_dropout < 1.0 and 0.0 <= self.aug_max <= 1.0):
+            raise ConfigError(f"need label_dropout in [0, 1) and aug_max in [0, 1]; got {self.label_dropout}, {self.aug_max}")
+        self.guidance_range()
         try:
             self.objective_()
         except Exception as exc:  # TaylorSolveError -> the pipeline's config error
             raise ConfigError(str(exc)) from exc
         return self
+
+    def guidance_range(self) -> tuple[float, float] | None:
+        """``(lo, hi)`` of ``guidance="lo:hi"`` (or ``"w"`` for one scale); ``None`` when not guided."""
+        if not self.guidance:
+            return None
+        try:
+            parts = [float(v) for v in str(self.guidance).split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2 or not (0.0 <= parts[0] <= parts[1] < float("inf")):
+            raise GuidanceError(f"guidance must be 'lo:hi' with 0 <= lo <= hi (or one scale), got {self.guidance!r}")
+        return parts[0], parts[1]
+
+
+class Conditioner:
+    """The conditioning of a teacher's passes in distillation (module docstring): ``cond(x0, labels, gen)``
+    -> the network's keyword arguments; :meth:`head_kw` -> the head's (``extra`` for an upsampler).
+
+    Built by :func:`distill_teacher`; an unconditional teacher gets an empty conditioning."""
+
+    def __init__(self, module: nn.Module, args: DistillArgs):
+        from .guidance import GuidedUNet
+
+        self.guided = isinstance(module, GuidedUNet)
+        inner = module.unet if self.guided else module
+        cfg = getattr(inner, "config", None)
+        self.num_classes = int(getattr(cfg, "num_classes", 0) or 0)
+        self.cond_channels = int(getattr(cfg, "cond_channels", 0) or 0)
+        self.low_resolution = int(getattr(cfg, "low_resolution", 0) or 0)
+        self.resolution = int(getattr(cfg, "resolution", 0) or 0)
+        self.range = args.guidance_range() if self.guided else None
+        self.label_dropout = float(args.label_dropout)
+        self.aug_max = float(args.aug_max)
+
+    @property
+    def extra_channels(self) -> int:
+        """Channels of the head's extra image input (an upsampler's conditioning image)."""
+        return self.cond_channels
+
+    @property
+    def extra_input(self) -> str | None:
+        return "low_res" if self.cond_channels else None
+
+    def __call__(self, x0: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator) -> dict[str, Any]:
+        n, dev = x0.shape[0], x0.device
+        out: dict[str, Any] = {}
+        if self.num_classes:
+            if labels is None:
+                raise ConfigError("a class-conditional teacher needs a dataset with class labels")
+            y = labels.long().to(dev)
+            if self.guided:
+                lo, hi = self.range  # type: ignore[misc]
+                w = lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+                out.update(class_labels=y, guidance=w.to(dev))
+            else:
+                drop = torch.rand(n, generator=gen) < self.label_dropout
+                out["class_labels"] = torch.where(drop.to(dev), torch.full_like(y, self.num_classes), y)
+        if self.cond_channels:
+            from .upsampler import augment, downsample, upscale
+
+            s = self.aug_max * torch.rand(n, generator=gen, dtype=torch.float64)
+            up = upscale(downsample(x0, self.low_resolution), self.resolution)
+            z = augment(up, s.to(dev), torch.randn(up.shape, generator=gen, dtype=up.dtype).to(dev))
+            out.update(low_res=z, aug_level=s.to(dev))
+        return out
+
+    def head_kw(self, cond: dict[str, Any]) -> dict[str, Any]:
+        return {"extra": cond["low_res"]} if self.cond_channels else {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,7 +230,8 @@ def teacher_batch(headed: HeadedModel, x_t: torch.Tensor, t: torch.Tensor, noise
                   objective: DistillationObjective, cond: dict[str, Any] | None = None
                   ) -> dict[str, torch.Tensor]:
     """One teacher pass with the hooks recording, and the regression target (steps 2-3 of the module
-    docstring): ``{"eps", "features", "embedding", "target", "gamma", "eps_in"}``."""
+    docstring): ``{"eps", "features", "embedding", "target", "gamma", "eps_in"}`` and ``"extra"`` (the head's
+    extra image input, an upsampler's conditioning) when the headed model has one."""
     _check_differentiable(headed)
     cond = cond or {}
     with torch.no_grad():
@@ -154,7 +250,15 @@ def teacher_batch(headed: HeadedModel, x_t: torch.Tensor, t: torch.Tensor, noise
         if not bool(torch.isfinite(target).all()):
             raise NotDifferentiableError("the teacher's derivative target is not finite (is eps differentiable in x and t?)")
     eps_in = noise if (objective.feed == "true_noise" and noise is not None) else eps
-    return {"eps": eps, "features": feats, "embedding": emb, "target": target, "gamma": gamma, "eps_in": eps_in}
+    out = {"eps": eps, "features": feats, "embedding": emb, "target": target, "gamma": gamma, "eps_in": eps_in}
+    extra = headed._split_kwargs(cond)[1].get("extra")
+    if extra is not None:
+        out["extra"] = extra
+    return out
+
+
+def _head_kw(tb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"extra": tb["extra"]} if "extra" in tb else {}
 
 
 def _diffuse(headed: HeadedModel, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -176,11 +280,13 @@ def _dataset_for(args: DistillArgs, teacher_path: Path) -> ImageDataset:
 
 def build_pool(headed: HeadedModel, dataset: ImageDataset, size: int, *, seed: int = 0, batch: int = 64,
                t_cutoff: float = 1e-3, time_sampling: str = "uniform+log",
-               targets: tuple[str, ...] = ("autodiff",), order: int = 1, progress: bool = False) -> dict[str, torch.Tensor]:
+               targets: tuple[str, ...] = ("autodiff",), order: int = 1, progress: bool = False,
+               conditioner: Conditioner | None = None) -> dict[str, torch.Tensor]:
     """A fixed pool of ``size`` teacher passes and targets (``--pool N``): draws ``x_0, t, noise`` as the
     fresh loop does (seeded by ``(seed, i)``) and keeps ``x_t, t, noise, eps, features, embedding, gamma``
     and one target per entry of ``targets`` (``"autodiff"``: order ``order`` by JVP; ``"ad_free"``;
-    ``"autodiff2"``: the second derivative), stored as ``target_<name>``.
+    ``"autodiff2"``: the second derivative), stored as ``target_<name>``; with a ``conditioner`` also the
+    network's conditioning (``cond.<name>``) and the head's extra input (``extra``).
 
     The teacher is frozen, so its pass and JVP -- about six network evaluations, nearly all of a fresh
     step's cost -- can be paid once and shared by every head trained on the pool (the ablations of
@@ -192,21 +298,24 @@ def build_pool(headed: HeadedModel, dataset: ImageDataset, size: int, *, seed: i
     device = next(headed.base.module.parameters()).device
     for i in tqdm(range(0, size, batch), desc="target pool", disable=not progress, mininterval=30.0):
         n = min(batch, size - i)
-        x0, _ = dataset.batch(seed + 7919, i // batch, n)
+        x0, labels = dataset.batch(seed + 7919, i // batch, n)
         gen = step_generator(seed + 7919, i // batch, 1)
         t = sample_times(n, t_cutoff, gen, kind=time_sampling)
         noise = torch.randn((n, *dataset.shape), generator=gen, dtype=torch.float32)
         x0, t, noise = x0.float().to(device), t.to(device), noise.to(device)
+        cond = conditioner(x0, labels, step_generator(seed + 7919, i // batch, 4)) if conditioner is not None else {}
         x_t = _diffuse(headed, x0, t, noise)
         row: dict[str, torch.Tensor] = {}
         for name in targets:
             kind_order = 2 if name == "autodiff2" else order
             obj = DistillationObjective(order=kind_order, objective="ad_free" if name == "ad_free" else "autodiff")
-            tb = teacher_batch(headed, x_t, t, noise, obj)
+            tb = teacher_batch(headed, x_t, t, noise, obj, cond=cond)
             row[f"target_{name}"] = tb["target"]
-            for k in ("eps", "features", "embedding", "gamma"):
-                row[k] = tb[k]
+            for k in ("eps", "features", "embedding", "gamma", "extra"):
+                if k in tb:
+                    row[k] = tb[k]
         row.update({"x_t": x_t, "t": t, "noise": noise})
+        row.update({f"cond.{k}": v for k, v in cond.items()})
         for k, v in row.items():
             chunks.setdefault(k, []).append(v.detach())
     return {k: torch.cat(v) for k, v in chunks.items()}
@@ -216,11 +325,13 @@ def build_pool(headed: HeadedModel, dataset: ImageDataset, size: int, *, seed: i
 # evaluation
 # ------------------------------------------------------------------------------------------------
 def evaluate_head(headed: HeadedModel, dataset: ImageDataset, *, order: int = 1, samples: int = 384, seed: int = 1234,
-                  batch: int = 64, t_cutoff: float = 1e-3, bands: Any = DEFAULT_BANDS) -> dict[str, Any]:
+                  batch: int = 64, t_cutoff: float = 1e-3, bands: Any = DEFAULT_BANDS,
+                  conditioner: Conditioner | None = None) -> dict[str, Any]:
     """Held-out relative errors of the headed model's ``order`` head (:func:`relative_errors`): images of
     the held-out split, times spread evenly in ``log t`` over ``[t_cutoff, 1]`` (each band of
-    :data:`DEFAULT_BANDS` gets a third), exact autodiff targets.  A zero head scores 1."""
-    x_all, _ = dataset.held_out()
+    :data:`DEFAULT_BANDS` gets a third), exact autodiff targets (a conditional teacher's conditioning
+    drawn by ``conditioner`` from the held-out labels).  A zero head scores 1."""
+    x_all, y_all = dataset.held_out()
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, x_all.shape[0], (samples,), generator=gen)
     t_all = torch.exp(torch.linspace(float(torch.log(torch.tensor(t_cutoff))), 0.0, samples, dtype=torch.float64))
@@ -233,9 +344,11 @@ def evaluate_head(headed: HeadedModel, dataset: ImageDataset, *, order: int = 1,
         x0 = x_all[idx[i:i + batch]].float()
         t = t_all[i:i + batch]
         x_t = _diffuse(headed, x0, t, noise_all[i:i + batch])
-        tb = teacher_batch(headed, x_t, t, None, obj)
+        labels = None if y_all is None else y_all[idx[i:i + batch]]
+        cond = conditioner(x0, labels, gen) if conditioner is not None else {}
+        tb = teacher_batch(headed, x_t, t, None, obj, cond=cond)
         with torch.no_grad():
-            k = head(tb["features"], tb["embedding"], x_t, tb["eps"], tb["gamma"])
+            k = head(tb["features"], tb["embedding"], x_t, tb["eps"], tb["gamma"], **_head_kw(tb))
         ks.append(k.double()), ds.append(tb["target"].double()), ts.append(t), gs.append(tb["gamma"])
     out = relative_errors(torch.cat(ks), torch.cat(ds), torch.cat(ts), torch.cat(gs), order=order, bands=bands)
     out.update({"samples": samples, "seed": seed, "order": order})
@@ -253,13 +366,13 @@ def _save(path: Path, headed: HeadedModel, head: PredictionHead, ema: Prediction
         for key, val in st.items():
             raw[f"__optim.{idx}.{key}"] = val if isinstance(val, torch.Tensor) else torch.tensor(val)
     record = {"step": step, "distill_args": asdict(args), "optim_param_groups": sd["param_groups"],
-              "distill_seconds": seconds, **(extra or {})}
+              "distill_seconds": seconds, "inputs": {"extra_input": headed.extra_input}, **(extra or {})}
     save_head(path, ema, teacher=teacher, hooks=headed.hooks, objective=asdict(args.objective_()), record=record,
               raw_state=raw)
 
 
 def _check_resume(meta: dict[str, Any], args: DistillArgs, teacher: dict[str, Any], path: str) -> None:
-    saved = dict(meta["record"].get("distill_args", {}))
+    saved = {**_ADDED_FIELDS, **dict(meta["record"].get("distill_args", {}))}
     now = asdict(args)
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
              if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
@@ -303,6 +416,17 @@ def distill(args: DistillArgs, *, dataset: ImageDataset | None = None, teacher: 
             dist.destroy_process_group()
 
 
+def distill_teacher(teacher: Any, module: nn.Module, args: DistillArgs) -> tuple[Any, nn.Module]:
+    """``(teacher, module)`` to distil from: the guided model :class:`images.guidance.GuidedUNet` of the
+    U-Net for ``args.guidance``, else the teacher itself."""
+    if not args.guidance:
+        return teacher, module
+    from .guidance import GuidedUNet
+
+    guided = GuidedUNet(module).eval()
+    return guided, guided
+
+
 def _pool_target_name(args: DistillArgs) -> str:
     if args.objective == "ad_free":
         return "ad_free"
@@ -338,25 +462,29 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
     if not isinstance(module, nn.Module):
         raise ConfigError(f"the teacher must be a torch.nn.Module or a DiffusionModel over one, got {type(teacher).__name__}")
     module.to(device).eval().requires_grad_(False)
+    teacher, module = distill_teacher(teacher, module, args)
+    conditioner = Conditioner(module, args)
     fingerprint = teacher_fingerprint(module)
     obj = args.objective_()
+    xin = {"extra_channels": conditioner.extra_channels, "extra_input": conditioner.extra_input}
 
     # the head: sized by a probe pass through the hooks
-    probe = attach_head(teacher, overhead=None, normalize_features=args.normalize_features)
+    probe = attach_head(teacher, overhead=None, normalize_features=args.normalize_features, **xin)
     dims = {k: getattr(probe.head.config, k) for k in ("feature_channels", "image_channels", "emb_dim")}
     probe.remove()
     cfg = head_config_for(dims, channels=args.channels or dims["feature_channels"], num_blocks=args.num_blocks,
-                          mixed=args.mixed, order=args.order, normalize_features=args.normalize_features)
+                          mixed=args.mixed, order=args.order, normalize_features=args.normalize_features,
+                          extra_channels=conditioner.extra_channels)
     head = build_head(cfg, seed=args.seed, device=device)
     ema = copy.deepcopy(head).requires_grad_(False).eval()
     # the headed model runs the teacher with the hooks; the head being trained is ours
     headed = attach_head(teacher, head=build_head(head_config_for(cfg, order=1), device=device) if args.order == 2 else head,
-                         overhead=None, normalize_features=args.normalize_features)
+                         overhead=None, normalize_features=args.normalize_features, extra_input=conditioner.extra_input)
     opt = torch.optim.Adam(head.parameters(), lr=args.lr)
     tname = _pool_target_name(args)
     if pool is None and args.pool > 0:
         pool = build_pool(headed, ds, args.pool, seed=args.seed, t_cutoff=args.t_cutoff, time_sampling=args.time_sampling,
-                          targets=(tname,), progress=args.progress and de.main)
+                          targets=(tname,), progress=args.progress and de.main, conditioner=conditioner)
     if pool is not None and f"target_{tname}" not in pool:
         raise ConfigError(f"the target pool has no {tname!r} targets (it holds {sorted(k for k in pool if k.startswith('target_'))})")
     step, seconds = 0, 0.0
@@ -400,22 +528,24 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
                 g["lr"] = lr
             sl = slice(de.rank * per, (de.rank + 1) * per)
             if pool is None:                                   # Alg. 1: fresh draws and targets every step
-                x0, _labels = ds.batch(args.seed, step, args.batch_size)
+                x0, labels = ds.batch(args.seed, step, args.batch_size)
                 gen = step_generator(args.seed, step, 1)
                 t = sample_times(args.batch_size, args.t_cutoff, gen, kind=args.time_sampling)
                 noise = torch.randn((args.batch_size, *ds.shape), generator=gen, dtype=torch.float32)
+                cond = conditioner(x0.float().to(device), labels, step_generator(args.seed, step, 4))
+                cond = {k: v[sl] for k, v in cond.items()}
                 x0, t, noise = x0[sl].float().to(device), t[sl].to(device), noise[sl].to(device)
                 x_t = _diffuse(headed, x0, t, noise)
-                tb = teacher_batch(headed, x_t, t, noise, obj)
+                tb = teacher_batch(headed, x_t, t, noise, obj, cond=cond)
             else:                                              # a minibatch of the fixed pool
                 gen = step_generator(args.seed, step, 3)
                 pick = torch.randint(0, pool["t"].shape[0], (args.batch_size,), generator=gen)[sl]
-                tb = {k: pool[k][pick] for k in _POOL_KEYS}
+                tb = {k: pool[k][pick] for k in _POOL_KEYS + ("extra",) if k in pool}
                 tb["target"] = pool[f"target_{tname}"][pick]
                 tb["eps_in"] = tb["noise"] if args.feed == "true_noise" else tb["eps"]
                 x_t = tb["x_t"]
             torch.manual_seed(derived_seed(args.seed, step, 2, de.rank))
-            k = net(tb["features"], tb["embedding"], x_t, tb["eps_in"], tb["gamma"])
+            k = net(tb["features"], tb["embedding"], x_t, tb["eps_in"], tb["gamma"], **_head_kw(tb))
             loss = distillation_loss(k, tb["target"], tb["gamma"], weighting=args.weighting, order=args.order)
             bad = de.all_max([0.0 if bool(torch.isfinite(loss)) else 1.0], device)[0]
             if bad:
@@ -463,8 +593,9 @@ def _distill(args: DistillArgs, de: _Dist, dataset: ImageDataset | None, teacher
                               "world_size": de.world}
     if de.main and step >= args.steps and args.eval_samples > 0:
         ev_model = attach_head(teacher, head=ema if args.order == 1 else headed.head, head2=ema if args.order == 2 else None,
-                               overhead=None)
-        ev = evaluate_head(ev_model, ds, order=args.order, samples=args.eval_samples, t_cutoff=args.t_cutoff)
+                               overhead=None, extra_input=conditioner.extra_input)
+        ev = evaluate_head(ev_model, ds, order=args.order, samples=args.eval_samples, t_cutoff=args.t_cutoff,
+                           conditioner=conditioner)
         ev_model.remove()
         result["eval"] = ev
         atomic_write_text(out / "eval.json", json.dumps(ev, indent=2) + "\n")

@@ -112,6 +112,7 @@ class HookSpec:
 #: hook presets by network class name
 PRESETS: dict[str, HookSpec] = {
     "UNet": HookSpec("last_features", "embedding"),                                     # images.unet.UNet
+    "GuidedUNet": HookSpec("last_features", "embedding"),                               # images.guidance.GuidedUNet
     "UNet2DModel": HookSpec("conv_norm_out", "time_embedding", features_from="input"),   # diffusers
 }
 
@@ -473,6 +474,14 @@ def _sample_shape(module: nn.Module) -> tuple[int, int, int] | None:
     return int(ch), int(res), int(res)
 
 
+def example_kwargs(module: nn.Module, batch: int, device: Any) -> dict[str, Any]:
+    """Conditioning keyword arguments a network needs for a dummy pass (probing, overhead timing): its
+    own ``example_kwargs(batch, device)`` when it has one (an upsampler's image, a guided model's labels
+    and scale), else none."""
+    fn = getattr(module, "example_kwargs", None)
+    return dict(fn(batch, device)) if callable(fn) else {}
+
+
 def probe_dimensions(base: DiffusionModel, hooks: HookSpec, *, sample_shape: Sequence[int] | None = None,
                      probe_kwargs: dict[str, Any] | None = None) -> dict[str, int]:
     """Feature channels, image channels and embedding width by one forward pass on a dummy batch of 2."""
@@ -490,7 +499,8 @@ def probe_dimensions(base: DiffusionModel, hooks: HookSpec, *, sample_shape: Seq
         was = mod.training
         mod.eval()
         with torch.no_grad(), cap.recording():
-            base.net(x, base.model_time(t, x, proc), **(probe_kwargs or {}))
+            kw = probe_kwargs if probe_kwargs is not None else example_kwargs(mod, 2, p.device)
+            base.net(x, base.model_time(t, x, proc), **kw)
         mod.train(was)
     finally:
         for h in handles:
@@ -536,6 +546,8 @@ def attach_head(model: Any, head: PredictionHead | str | Path | None = None, *, 
         probe_kwargs: keyword arguments for that probe pass (e.g. class labels a network requires).
         extra_input / extra_emb_input: keyword arguments of the network call also given to the head
             (``extra`` image, ``extra_emb`` vector); ``head_only``: keyword arguments given to the head only.
+            A head file distilled with an extra image input (an upsampler's, :mod:`images.distill`)
+            records its name, used when ``extra_input`` is not given.
     """
     base = _as_diffusion_model(model)
     if base.module is None:
@@ -554,6 +566,8 @@ def attach_head(model: Any, head: PredictionHead | str | Path | None = None, *, 
             if hooks is not None and spec != hooks:
                 raise HeadMismatchError(f"the two head files were distilled with different hooks: {hooks} vs {spec}")
             hooks = spec
+            if extra_input is None:   # the conditioning image the head was distilled with (an upsampler's)
+                extra_input = dict(meta.get("record", {}).get("inputs") or {}).get("extra_input")
             loaded.append(mod.to(device=p.device, dtype=p.dtype).eval())
             metas.append(meta)
         else:
@@ -628,7 +642,7 @@ def measure_overhead(headed: HeadedModel, *, batch: int | None = None, warmup: i
     x = torch.randn((batch, *shape), dtype=p.dtype, device=p.device)
     t = torch.full((batch,), 0.5, dtype=torch.float64, device=p.device)
     t_in = base.model_time(t, x, headed.process)
-    kw = probe_kwargs or {}
+    kw = probe_kwargs if probe_kwargs is not None else example_kwargs(mod, batch, p.device)
     was = [mod.training] + [h.training for h in headed.heads]
     headed.eval()
 

@@ -133,8 +133,12 @@ def run_sampler(model: nn.Module, x1: torch.Tensor, method: str, steps: int | No
             c["class_labels"] = class_labels
         if c:
             kw["cond"] = c
-        if guidance_scale:
-            kw["guidance_scale"] = float(guidance_scale)
+        if guidance_scale is not None:
+            from .guidance import check_guidable, check_scale
+
+            check_guidable(model)                     # GuidanceError for an unconditional model
+            if check_scale(guidance_scale):
+                kw["guidance_scale"] = float(guidance_scale)
         out = sample(diffusion_model(model), x1, steps, method=m, grid=g, nfe=nfe, afs=afs, denoise=denoise, **kw)
     finally:
         module.train(was_training)

@@ -418,6 +418,15 @@ class UNet(nn.Module):
             raise ConfigError("aug_level given to a model without a conditioning image (not an upsampler)")
         return self.embedding(emb)
 
+    def example_kwargs(self, batch: int, device: Any = None) -> dict[str, torch.Tensor]:
+        """The conditioning a dummy pass needs (:func:`images.heads.example_kwargs`): an upsampler's
+        (zero) conditioning image and augmentation level; nothing for other models."""
+        cfg = self.config
+        if not cfg.cond_channels:
+            return {}
+        return {"low_res": torch.zeros((batch, cfg.cond_channels, cfg.resolution, cfg.resolution), device=device),
+                "aug_level": torch.zeros(batch, dtype=torch.float64, device=device)}
+
     def _conditioning(self, x: torch.Tensor, low_res: Any) -> torch.Tensor | None:
         """The upsampler's conditioning image, checked against ``x`` (named errors)."""
         cfg = self.config

@@ -14,6 +14,7 @@ from taylorsolve.diffusion import sample
 from taylorsolve.diffusion.schedules import LinearVPSchedule
 
 F64 = torch.float64
+SCH = LinearVPSchedule()
 
 
 def _upsampler(dtype=F64, seed=0):
@@ -117,3 +118,43 @@ def test_upsampler_training_run_resumes_exactly(tmp_path):
         assert torch.equal(va, vb), k
     raw = load_model(tmp_path / "a", weights="model")
     assert any(float(p.detach().abs().sum()) > 0 for n, p in raw.named_parameters() if n.startswith("aug_embed"))
+
+
+def test_an_upsampler_head_sees_the_conditioning_image_and_its_file_says_so(tmp_path):
+    """App. C.2.1: the upsampler's head is conditioned on the (noisy, up-scaled) low-resolution image too;
+    distillation draws that conditioning from the training images, and the head file records the input."""
+    from images.data import GaussianImages
+    from images.distill import Conditioner, DistillArgs, build_pool, distill
+    from images.heads import attach_head
+
+    m = _upsampler(dtype=torch.float32)
+    ds = GaussianImages(resolution=8, channels=3)
+    args = DistillArgs(aug_max=0.1)
+    cnd = Conditioner(m, args)
+    assert cnd.extra_input == "low_res" and cnd.extra_channels == 3
+    headed = attach_head(m, overhead=None, extra_channels=3, extra_input="low_res")
+    pool = build_pool(headed, ds, 8, batch=8, conditioner=cnd)
+    s = pool["cond.aug_level"]
+    assert float(s.min()) >= 0 and float(s.max()) <= 0.1 and float(s.std()) > 0
+    assert torch.equal(pool["extra"], pool["cond.low_res"])
+    res = distill(DistillArgs(out=str(tmp_path / "h"), steps=10, batch_size=8, pool=16, threads=1, progress=False,
+                              eval_samples=16, checkpoint_every=10), dataset=ds, teacher=m)
+    assert res["head_config"]["extra_channels"] == 3
+    h = attach_head(m, head=res["checkpoint"], overhead=None)          # the input name comes from the file
+    assert h.extra_input == "low_res"
+    g = torch.Generator().manual_seed(5)
+    x1 = torch.randn(2, 3, 8, 8, dtype=F64, generator=g)
+    low = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    c = condition(low, 8, 0.01, generator=torch.Generator().manual_seed(6))
+    t = torch.full((2,), 0.5, dtype=F64)
+    with torch.no_grad():
+        _, eps, feats, emb = h.features(x1.float(), t, **c)
+        gam = SCH.gamma(t)
+        k1 = h.head(feats, emb, x1.float(), eps, gam, extra=c["low_res"])
+        k2 = h.head(feats, emb, x1.float(), eps, gam, extra=-c["low_res"])
+        assert torch.equal(h.net(x1.float(), t, **c)[1], k1)          # the headed model feeds it low_res
+    assert float((k1 - k2).abs().max()) > 1e-4                          # with the same features, low_res matters
+    out = sample(h, x1, 3, method="genie", derivative="head", cond=c)
+    assert out.stats.nfe == 3 and bool(torch.isfinite(out.x).all())
+    with pytest.raises(MissingConditioningError):
+        sample(h, x1, 3, method="genie", derivative="head")
