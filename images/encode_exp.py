@@ -178,11 +178,13 @@ def run_encode(out: Path, *, nfes: Sequence[int] = (5, 10, 15, 20, 25),
                num: int = 64, methods: Sequence[str] = ("ddim", "genie-head", "dpm-solver++2m", "genie"),
                t_cutoff: float = 1e-3, seed: int = 0, heads_dir: str | Path | None = None, threads: int | None = None,
                quiet: bool = False, checkpoint: str | Path | None = None, jvp_cost: float | None = None,
-               head_overhead: float | None = None) -> dict[str, Any]:
+               head_overhead: float | None = None, equal_steps: Sequence[int] = (10, 20)) -> dict[str, Any]:
     """Encode ``num`` held-out digits and decode them at each NFE budget with each method, both protocols
     (module docstring); writes ``results.json``, ``errors.csv``, ``encode.md``, ``encode_error.png`` and
     ``reconstructions_nfe10[_f4].png`` (inputs, then one row per method, at NFE 10 or the budget nearest it)
-    to ``out``; returns the results.  ``jvp_cost`` / ``head_overhead`` replace the measured costs."""
+    to ``out``; returns the results.  ``jvp_cost`` / ``head_overhead`` replace the measured costs.
+    ``equal_steps``: step counts at which DDIM, GENIE-AD and GENIE (head) also run with the same steps
+    (state protocol, the derivative's cost not counted), which shows what the exact derivative gives."""
     from . import DEFAULT_DIGITS_CHECKPOINT
     from .classifier import load_classifier
 
@@ -250,6 +252,18 @@ def run_encode(out: Path, *, nfes: Sequence[int] = (5, 10, 15, 20, 25),
                      quiet)
     write_csv(out / "errors.csv", rows)
     target = encode_target(rows, 10)
+    equal = []
+    for n in equal_steps:
+        for key, spec in specs:
+            if spec.method not in ("ddim", "genie"):
+                continue
+            rt = round_trip(headed if spec.heads else model, x, spec.method, n, t_cutoff=t_cutoff, **dict(spec.options))
+            equal.append({"steps": n, "method": spec.label, **_errors(rt.x, x, clf),
+                          "seconds": round(float(rt.encode_stats.wall_time + rt.decode_stats.wall_time), 3)})
+            _log(f"[encode] equal steps {n}: {spec.label} RMSE {equal[-1]['rmse']:.4g}", quiet)
+    eqd = {(r["method"], r["steps"]): r["rmse"] for r in equal}
+    target["equal_steps_ratio_to_ddim"] = {f"{lab} at {n} steps": eqd[(lab, n)] / eqd[("DDIM", n)]
+                                           for (lab, n) in eqd if lab != "DDIM" and ("DDIM", n) in eqd}
     k = min(16, num)
     for protocol in PROTOCOLS:
         suffix = "" if protocol == "state" else "_f4"
@@ -260,7 +274,7 @@ def run_encode(out: Path, *, nfes: Sequence[int] = (5, 10, 15, 20, 25),
         "methods": [k_ for k_, _ in specs], "held_out_indices": idx.tolist(), "labels": labels.tolist(),
         "protocols": {"state": "diffuse=False, denoise=False: decode(encode(x)) vs x as states at t_cutoff",
                       "f4": "app. F.4: x diffused to t_cutoff (eq. (1)), decoder denoises at the end (its NFE in the budget)"},
-        "costs": costs, "f4_floor": floor, "rows": rows, "target": target,
+        "costs": costs, "f4_floor": floor, "rows": rows, "target": target, "equal_steps": equal,
         "grid_rows": {p: [lab for lab, _ in grids[p]] for p in PROTOCOLS}, "grid_nfe": nfe_grid,
         "threads": torch.get_num_threads(), "seconds": time.perf_counter() - t_start,
     }
@@ -286,6 +300,14 @@ def _table_md(res: dict[str, Any], specs: Sequence[tuple[str, MethodSpec]]) -> s
                 cells.append("n/a" if r is None or r.get("status") != "ok" else
                              f"{r['rmse']:.4f} / {r['feat_l2']:.3f} ({r['steps_encode']}/{r['steps_decode']})")
             lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
+    eq = res.get("equal_steps") or []
+    if eq:
+        ns = sorted({r["steps"] for r in eq})
+        lines += ["", "Equal steps each way (state protocol; the derivative's cost not counted)", "",
+                  "| method | " + " | ".join(f"{n} steps" for n in ns) + " |", "|---|" + "---:|" * len(ns)]
+        for lab in dict.fromkeys(r["method"] for r in eq):
+            cell = {r["steps"]: f"{r['rmse']:.4f} / {r['feat_l2']:.3f}" for r in eq if r["method"] == lab}
+            lines.append(f"| {lab} | " + " | ".join(cell.get(n, "n/a") for n in ns) + " |")
     if res.get("f4_floor"):
         f = res["f4_floor"]
         lines += ["", f"F.4 floor (the diffused input denoised, what an exact round trip gives): RMSE {f['rmse']:.4f}, "

@@ -58,7 +58,7 @@ def test_interpolation_endpoints_decode_to_the_decoded_endpoints(model):
 
 def test_run_encode_writes_its_files_and_keeps_the_budget(tmp_path):
     res = run_encode(tmp_path, num=4, nfes=(4,), methods=("ddim", "genie-head", "dpm-solver++2m"), quiet=True,
-                     head_overhead=0.05)
+                     head_overhead=0.05, equal_steps=(4,))
     for f in ("results.json", "errors.csv", "encode.md", "encode_error.png", "reconstructions_nfe4.png",
               "reconstructions_nfe4_f4.png"):
         assert (tmp_path / f).is_file(), f
@@ -69,6 +69,11 @@ def test_run_encode_writes_its_files_and_keeps_the_budget(tmp_path):
     for r in rows:   # the same budget each way; F.4's decoder spends one of its evaluations on denoising
         assert r["nfe_encode"] <= 4 and r["nfe_decode"] <= 4 and r["cost_encode"] <= 4.5 and r["cost_decode"] <= 4.5
         assert r["steps_decode"] == r["steps_encode"] - (r["protocol"] == "f4")
+    eq = {r["method"]: r["rmse"] for r in saved["equal_steps"]}
+    assert set(eq) == {"DDIM", "GENIE (head)"}                # DPM-Solver++ is not an equal-steps row
+    ddim4 = next(r for r in rows if r["method"] == "DDIM" and r["protocol"] == "state")
+    assert ddim4["steps_encode"] == 4 and eq["DDIM"] == pytest.approx(ddim4["rmse"], rel=1e-9)
+    assert saved["target"]["equal_steps_ratio_to_ddim"]["GENIE (head) at 4 steps"] == pytest.approx(eq["GENIE (head)"] / eq["DDIM"])
     assert res["f4_floor"]["rmse"] < min(r["rmse"] for r in rows if r["protocol"] == "f4")
     from PIL import Image
 
