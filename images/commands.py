@@ -85,6 +85,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--quiet", action="store_true")
 
+    p.add_argument("--full", action="store_true",
+                   help="also run guidance, encode, interpolate and upsample (into subfolders of --out)")
+
+    for mod in _EXPERIMENTS():
+        mod.add_parsers(sub)
+
     p = sub.add_parser("bench", help="forward / JVP time and sampler overhead of a config (TF32 off and on)")
     p.add_argument("--config", default=None, help="tiny, small, cifar (default: cifar on CUDA, tiny on CPU)")
     p.add_argument("--batch", default="auto", help="batch size or auto (fills the GPU; 64 on CPU)")
@@ -167,9 +173,21 @@ def run(a: argparse.Namespace) -> int:
 
     if getattr(a, "threads", None):
         torch.set_num_threads(int(a.threads))
+    extra = {name: mod.run for mod in _EXPERIMENTS() for name in _names(mod)}
     return {"sample": _sample, "evaluate": _evaluate, "all": _all, "bench": _bench, "classifier": _classifier,
             "conditioning": _conditioning, "distill": _distill,
-            "heads": _heads}[a.command](a)
+            "heads": _heads, **extra}[a.command](a)
+
+
+def _EXPERIMENTS() -> list[Any]:
+    """The experiments of sec. 5.2 / 5.4 with their own sub-commands (``add_parsers``, ``run``)."""
+    from . import encode_exp, guidance_exp
+
+    return [guidance_exp, encode_exp]
+
+
+def _names(mod: Any) -> tuple[str, ...]:
+    return tuple(getattr(mod, "COMMANDS", (mod.__name__.rsplit(".", 1)[-1].removesuffix("_exp"),)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +336,28 @@ def _all(a: argparse.Namespace) -> int:
     run_all(Path(a.out), checkpoint=a.checkpoint, retrain=a.retrain, retrain_dir=a.retrain_dir, num=a.num, seed=a.seed,
             nfes=_ints(a.nfe), fd_num=a.fd_num, fd_seeds=_ints(a.fd_seeds), quiet=a.quiet, device=_device(a.device),
             jvp_cost=a.jvp_cost, heads_dir=a.heads_dir)
+    if a.full:
+        run_full_experiments(Path(a.out), quiet=a.quiet)
     return 0
+
+
+def run_full_experiments(out: Path, *, quiet: bool = False) -> dict[str, float]:
+    """``all --full``: every experiment of sec. 5.2 / 5.4 with its defaults, into ``out/<command>``; the
+    seconds each took are written to ``out/full_times.json``."""
+    from .checkpoint import atomic_write_text
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    times: dict[str, float] = {}
+    for mod in _EXPERIMENTS():
+        mod.add_parsers(sub)
+        for name in _names(mod):
+            args = parser.parse_args([name, "--out", str(out / name)] + (["--quiet"] if quiet else []))
+            t0 = time.perf_counter()
+            mod.run(args)
+            times[name] = time.perf_counter() - t0
+            atomic_write_text(out / "full_times.json", json.dumps(times, indent=2) + "\n")
+    return times
 
 
 def _bench(a: argparse.Namespace) -> int:

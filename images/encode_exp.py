@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ from .main_job import DEFAULT_OUT, MethodSpec, _savefig, _steps, measure_jvp_cos
 from .sampling import DEFAULT_GRIDS, canonical, diffusion_model
 
 __all__ = ["ENCODE_METHODS", "PROTOCOLS", "RoundTrip", "round_trip", "interpolate_codes", "encode_target",
-           "run_encode", "run_interpolate", "add_parsers", "run", "main"]
+           "run_encode", "run_interpolate", "add_parsers", "run", "COMMANDS"]
 
 #: the methods by name: display label, ``sample()`` method, how a JVP pass is priced, heads, options
 ENCODE_METHODS: dict[str, MethodSpec] = {
@@ -428,6 +427,10 @@ def run_interpolate(out: Path, *, nfe: int = 10, pairs: int = 4, points: int = 9
 # ------------------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------------------
+#: the sub-commands of ``python -m images`` this module adds
+COMMANDS = ("encode", "interpolate")
+
+
 def _ints(s: str) -> list[int]:
     return [int(v) for v in s.split(",") if v.strip()]
 
@@ -459,31 +462,12 @@ def add_parsers(sub: Any) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    """Run ``encode`` or ``interpolate``; a named error of the pipeline is one line on stderr and status 2."""
-    from taylorsolve.errors import TaylorSolveError
-
-    from .errors import ImagesError
-
-    try:
-        if a.command == "encode":
-            run_encode(Path(a.out), nfes=_ints(a.nfe), num=a.num, methods=a.methods.split(","), t_cutoff=a.t_cutoff,
-                       seed=a.seed, heads_dir=a.heads_dir, threads=a.threads, quiet=a.quiet)
-        else:
-            run_interpolate(Path(a.out), nfe=a.nfe, pairs=a.num, points=a.points, seed=a.seed,
-                            methods=a.methods.split(","), t_cutoff=a.t_cutoff, heads_dir=a.heads_dir,
-                            threads=a.threads, quiet=a.quiet)
-    except (ImagesError, TaylorSolveError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Run ``encode`` or ``interpolate`` (``python -m images``; its named errors exit with status 2)."""
+    if a.command == "encode":
+        run_encode(Path(a.out), nfes=_ints(a.nfe), num=a.num, methods=a.methods.split(","), t_cutoff=a.t_cutoff,
+                   seed=a.seed, heads_dir=a.heads_dir, threads=a.threads, quiet=a.quiet)
+    else:
+        run_interpolate(Path(a.out), nfe=a.nfe, pairs=a.num, points=a.points, seed=a.seed,
+                        methods=a.methods.split(","), t_cutoff=a.t_cutoff, heads_dir=a.heads_dir,
+                        threads=a.threads, quiet=a.quiet)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m images.encode_exp {encode,interpolate} ...`` (until ``python -m images`` wires them in)."""
-    parser = argparse.ArgumentParser(prog="python -m images.encode_exp", description=__doc__.split("\n\n")[0])
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,8 @@ import torch
 
 from images import DEFAULT_DIGITS_CHECKPOINT
 from images.checkpoint import load_model
-from images.encode_exp import _held_out, encode_target, interpolate_codes, main, round_trip, run_encode
+from images.cli import main
+from images.encode_exp import _held_out, encode_target, interpolate_codes, round_trip, run_encode
 from images.errors import UnknownNameError
 from images.evaluate import per_image_rmse
 
