@@ -141,6 +141,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("export-head", help="the EMA head of a distillation run as a small head file to ship")
+    p.add_argument("--head", required=True, help="a distillation run folder or its head.safetensors")
+    p.add_argument("--out", required=True, help="destination .safetensors (the run's eval.json joins its record)")
+
     p = sub.add_parser("heads", help="distil the standard head, Table 2's ablations and the second-order head on one pool")
     p.add_argument("--checkpoint", default=None, help="the teacher (default: the committed digits model)")
     p.add_argument("--out", default="runs/digits_heads", help="run folders, one per variant")
@@ -176,7 +180,7 @@ def run(a: argparse.Namespace) -> int:
     extra = {name: mod.run for mod in _EXPERIMENTS() for name in _names(mod)}
     return {"sample": _sample, "evaluate": _evaluate, "all": _all, "bench": _bench, "classifier": _classifier,
             "conditioning": _conditioning, "distill": _distill,
-            "heads": _heads, **extra}[a.command](a)
+            "heads": _heads, "export-head": _export_head, **extra}[a.command](a)
 
 
 def _EXPERIMENTS() -> list[Any]:
@@ -406,6 +410,19 @@ def _distill(a: argparse.Namespace) -> int:
             bands = ", ".join(f"[{b['lo']:g}, {b['hi']:g}]: {b['rel_mse']:.3f}" for b in ev["bands"])
             print(f"held-out relative error (gamma^2-weighted) {ev['rel_mse']:.3f}, unweighted {ev['rel_mse_unweighted']:.3f}; "
                   f"by band of t: {bands}")
+    return 0
+
+
+def _export_head(a: argparse.Namespace) -> int:
+    from .distill import HEAD_FILE
+    from .heads import export_head
+
+    src = Path(a.head)
+    src = src / HEAD_FILE if src.is_dir() else src
+    ev = src.parent / "eval.json"
+    extra = {"eval": json.loads(ev.read_text())} if ev.is_file() else {}
+    dst = export_head(src, a.out, extra_record=extra)
+    print(f"wrote {dst} ({dst.stat().st_size / 1e3:.0f} KB)")
     return 0
 
 

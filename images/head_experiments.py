@@ -31,7 +31,7 @@ import torch
 
 from .checkpoint import atomic_write_text, find_checkpoint, load_model
 from .distill import HEAD_FILE, DistillArgs, _dataset_for, build_pool, distill
-from .heads import attach_head, load_head, save_head
+from .heads import attach_head, export_head
 
 __all__ = ["VARIANTS", "distill_variants", "DEFAULT_HEADS_DIR"]
 
@@ -112,14 +112,7 @@ def distill_variants(out: Path, *, checkpoint: str, variants: Sequence[str] = tu
 
 def _commit(src: Path, dst: Path, teacher: torch.nn.Module, entry: dict[str, Any]) -> Path:
     """The EMA head of a run as a small head file (no raw weights, no optimizer state)."""
-    from .heads import HookSpec
-
-    head, meta = load_head(src, teacher=teacher)
-    record = {k: v for k, v in meta["record"].items() if k not in ("optim_param_groups",)}
-    record["eval"] = entry.get("eval")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    save_head(dst, head, teacher=meta["teacher"], hooks=HookSpec(**meta["hooks"]), objective=meta["objective"], record=record)
-    return dst
+    return export_head(src, dst, teacher=teacher, extra_record={"eval": entry.get("eval")})
 
 
 def variant_args(name: str) -> dict[str, Any]:

@@ -809,6 +809,19 @@ def load_head(path: str | Path, *, teacher: Any = None) -> tuple[PredictionHead,
     return head.eval(), meta
 
 
+def export_head(src: str | Path, dst: str | Path, *, teacher: Any = None, extra_record: dict[str, Any] | None = None) -> Path:
+    """The EMA head of a distillation run's head file as a small head file to ship: no raw weights, no
+    optimizer state; the hooks, objective, teacher fingerprint and record are kept (``extra_record`` is
+    added to the record).  With ``teacher`` the head is checked against it first."""
+    head, meta = load_head(src, teacher=teacher)
+    record = {k: v for k, v in meta["record"].items() if k != "optim_param_groups"}
+    record.update(extra_record or {})
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return save_head(dst, head, teacher=meta["teacher"], hooks=HookSpec(**meta["hooks"]), objective=meta["objective"],
+                     record=record)
+
+
 def head_config_for(headed_or_dims: Any, **overrides: Any) -> HeadConfig:
     """A :class:`HeadConfig` with the sizes of an existing head (or a dims dict) and ``overrides``."""
     if isinstance(headed_or_dims, HeadedModel):
@@ -821,4 +834,4 @@ def head_config_for(headed_or_dims: Any, **overrides: Any) -> HeadConfig:
     return HeadConfig(**base)
 
 
-__all__ += ["head_config_for", "probe_dimensions"]
+__all__ += ["head_config_for", "probe_dimensions", "export_head"]

@@ -53,11 +53,12 @@ DEFAULT_GRIDS: dict[str, str] = {
 
 
 def diffusion_model(model: nn.Module) -> DiffusionModel:
-    """The U-Net as the diffusion layer's :class:`~taylorsolve.diffusion.DiffusionModel` (eps prediction,
+    """The U-Net as the diffusion layer's :class:`~taylorsolve.diffusion.DiffusionModel` (eps or v prediction,
     continuous ``t`` as ``[B]`` in the network's dtype; a headed network's ``overhead`` is kept)."""
     if isinstance(model, DiffusionModel):
         return model
-    return DiffusionModel(model, parameterization="eps", t_shape="batch", overhead=getattr(model, "overhead", None),
+    pred = getattr(getattr(model, "config", None), "prediction", "eps")     # "eps" or "v" (UNetConfig.prediction)
+    return DiffusionModel(model, parameterization=pred, t_shape="batch", overhead=getattr(model, "overhead", None),
                           name=type(model).__name__)
 
 

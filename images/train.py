@@ -152,14 +152,16 @@ def build_model_config(args: TrainArgs, ds: ImageDataset) -> UNetConfig:
 
 
 def dsm_loss(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             labels: torch.Tensor | None = None, **cond: Any) -> torch.Tensor:
+             labels: torch.Tensor | None = None, *, prediction: str = "eps", **cond: Any) -> torch.Tensor:
     """Eq. (7)/(61) with ``g = 1``: ``mean (eps - eps_theta(alpha_t x_0 + sigma_t eps, t))^2`` (float32 loss);
-    ``cond``: further conditioning keyword arguments (an upsampler's ``low_res``, ``aug_level``)."""
+    ``prediction="v"``: the target is ``v = alpha_t eps - sigma_t x_0`` instead.  ``cond``: further
+    conditioning keyword arguments (an upsampler's ``low_res``, ``aug_level``)."""
     a = _SCHEDULE.alpha(t).to(x0.dtype)[:, None, None, None]
     s = _SCHEDULE.sigma(t).to(x0.dtype)[:, None, None, None]
     xt = a * x0 + s * noise
     pred = model(xt, t, **cond) if labels is None else model(xt, t, labels, **cond)
-    return (pred.float() - noise.float()).square().mean()
+    target = noise if prediction == "eps" else a * noise - s * x0
+    return (pred.float() - target.float()).square().mean()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -506,7 +508,7 @@ def _train(args: TrainArgs, de: _Dist, dataset: ImageDataset | None, stop_after:
             torch.manual_seed(derived_seed(args.seed, step, 2, de.rank))  # dropout masks
             ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
             with ctx:
-                loss = dsm_loss(net, x0, t, noise, labels, **cond_kw)
+                loss = dsm_loss(net, x0, t, noise, labels, prediction=cfg.prediction, **cond_kw)
             bad = 0.0 if bool(torch.isfinite(loss)) else 1.0
             bad = de.all_max([bad], device)[0]
             if bad:

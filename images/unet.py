@@ -17,7 +17,8 @@ followed by the MLP ``time_embed``:
   smoothly along it, which the second-order GENIE step needs (measured: README, "conditioning").
 * ``"sinusoidal_t"``: ``c_noise = 1000 t`` (DDPM's integer-timestep scale, continuous).
 
-Interface: ``model(x, t, class_labels=None, low_res=None, aug_level=None) -> eps`` with ``x [B, C, H, W]``, ``t`` a ``[B]`` or 0-d
+Interface: ``model(x, t, class_labels=None, low_res=None, aug_level=None) -> eps`` (or ``v`` with
+``prediction="v"``; :func:`images.sampling.diffusion_model` tells the diffusion layer which) with ``x [B, C, H, W]``, ``t`` a ``[B]`` or 0-d
 tensor (or a number) of continuous times in ``(0, 1]`` of any float dtype; computation in the
 parameters' dtype, the result in ``x``'s dtype.  Everything is plain differentiable torch (attention
 by matmul and softmax), so ``torch.func.jvp`` works in ``x`` and ``t`` (GENIE's eq. (12)).
@@ -77,6 +78,8 @@ __all__ = ["UNetConfig", "UNet", "CONFIGS", "CONDITIONINGS", "get_config", "buil
            "noise_conditioning"]
 
 CONDITIONINGS = ("log_gamma", "sinusoidal_t")
+#: what the network can predict (``UNetConfig.prediction``)
+PREDICTIONS = ("eps", "v")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class UNetConfig:
     cond_channels: int = 0
     #: the resolution an upsampler up-samples from (0: not an upsampler)
     low_resolution: int = 0
+    #: what the network predicts: ``"eps"`` (the noise, eq. (7)) or ``"v"`` (``alpha_t eps - sigma_t x_0``,
+    #: whose eps ``alpha_t v + sigma_t x_t`` scales the network's error by ``alpha_t`` at high noise)
+    prediction: str = "eps"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,6 +114,8 @@ class UNetConfig:
         for k in ("cond_channels", "low_resolution"):  # upsampler fields: absent for ordinary models, so records
             if not d[k]:                                # and resumable runs from before they existed still match
                 del d[k]
+        if d["prediction"] == "eps":                    # likewise the default prediction
+            del d["prediction"]
         return d
 
     @classmethod
@@ -144,6 +152,8 @@ def get_config(name: str, *, in_channels: int | None = None, resolution: int | N
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "conditioning" in overrides and overrides["conditioning"] not in CONDITIONINGS:
         raise UnknownNameError(f"unknown conditioning {overrides['conditioning']!r}; known: {', '.join(CONDITIONINGS)}")
+    if "prediction" in overrides and overrides["prediction"] not in PREDICTIONS:
+        raise UnknownNameError(f"unknown prediction {overrides['prediction']!r}; known: {', '.join(PREDICTIONS)}")
     return replace(cfg, **overrides)
 
 
@@ -301,6 +311,8 @@ class UNet(nn.Module):
         cfg = config
         if cfg.conditioning not in CONDITIONINGS:
             raise UnknownNameError(f"unknown conditioning {cfg.conditioning!r}; known: {', '.join(CONDITIONINGS)}")
+        if cfg.prediction not in PREDICTIONS:
+            raise UnknownNameError(f"unknown prediction {cfg.prediction!r}; known: {', '.join(PREDICTIONS)}")
         n_levels = len(cfg.ch_mult)
         if cfg.resolution % (2 ** (n_levels - 1)):
             raise ConfigError(f"resolution {cfg.resolution} must be divisible by 2^{n_levels - 1} for ch_mult {cfg.ch_mult}")
