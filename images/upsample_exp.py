@@ -60,8 +60,9 @@ from .upsampler import SAMPLE_AUG_LEVEL, condition, downsample, upscale
 __all__ = ["run_upsample", "psnr", "genie_vs_ddim", "method_spec", "add_parsers", "run", "DEFAULT_CHECKPOINT",
            "DEFAULT_HEAD", "METHODS"]
 
-DEFAULT_CHECKPOINT = Path("images/checkpoints/patches_up/model.safetensors")
-DEFAULT_HEAD = Path("images/checkpoints/patches_up/heads/head.safetensors")
+#: the committed upsampler and its head (``images/checkpoints/patches_up/``, beside this module)
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "patches_up" / "model.safetensors"
+DEFAULT_HEAD = DEFAULT_CHECKPOINT.parent / "heads" / "head.safetensors"
 #: the default rows (Table 3's methods); ``"genie"`` = GENIE with the exact autodiff derivative
 METHODS = ("ddim", "s-pndm", "f-pndm", "genie-head")
 _HEAD_KEY = ("upsampler",)
