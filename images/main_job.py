@@ -81,16 +81,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_jvp_cost(model: nn.Module, batch: int, *, warmup: int = 2, repeats: int = 15) -> dict[str, float]:
+def measure_jvp_cost(model: nn.Module, batch: int, *, warmup: int = 2, repeats: int = 15,
+                     cond: dict[str, Any] | None = None) -> dict[str, float]:
     """Seconds of one forward and of one ``torch.func.jvp`` (tangents in x and t) pass at ``batch``, and
     ``jvp_cost = jvp / forward``: the minimum of each over ``repeats`` interleaved (forward, jvp)
     pairs after ``warmup`` pairs, synchronised on CUDA (the minimum is the least disturbed run on a
-    shared machine, as in ``timeit``); the median ratio of the pairs is reported beside it."""
+    shared machine, as in ``timeit``); the median ratio of the pairs is reported beside it.
+    ``cond``: the network's conditioning keyword arguments for ``batch`` images (an upsampler's
+    ``low_res`` / ``aug_level``), held fixed (no tangent)."""
     cfg = model.config  # type: ignore[attr-defined]
     p = next(model.parameters())
     x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution, dtype=p.dtype, device=p.device)
     v = torch.randn_like(x)
     t = torch.full((batch,), 0.5, dtype=p.dtype, device=p.device)
+    kw = dict(cond or {})
     model.eval()
 
     def timed(fn: Any) -> float:
@@ -103,8 +107,8 @@ def measure_jvp_cost(model: nn.Module, batch: int, *, warmup: int = 2, repeats: 
     fs, js, ratios = [], [], []
     with torch.no_grad():
         for i in range(warmup + repeats):
-            f = timed(lambda: model(x, t))
-            j = timed(lambda: torch.func.jvp(lambda a, b: model(a, b), (x, t), (v, torch.ones_like(t))))
+            f = timed(lambda: model(x, t, **kw))
+            j = timed(lambda: torch.func.jvp(lambda a, b: model(a, b, **kw), (x, t), (v, torch.ones_like(t))))
             if i >= warmup:
                 fs.append(f)
                 js.append(j)
