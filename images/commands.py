@@ -185,9 +185,9 @@ def run(a: argparse.Namespace) -> int:
 
 def _EXPERIMENTS() -> list[Any]:
     """The experiments of sec. 5.2 / 5.4 with their own sub-commands (``add_parsers``, ``run``)."""
-    from . import encode_exp, guidance_exp
+    from . import encode_exp, guidance_exp, upsample_exp
 
-    return [guidance_exp, encode_exp]
+    return [guidance_exp, encode_exp, upsample_exp]
 
 
 def _names(mod: Any) -> tuple[str, ...]:

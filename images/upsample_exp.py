@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_write_text, load_model
-from .errors import CheckpointNotFoundError, ConfigError, HeadMismatchError, ImagesError, ResolutionMismatchError
+from .errors import CheckpointNotFoundError, ConfigError, HeadMismatchError, ResolutionMismatchError
 from .evaluate import save_grid, trajectory_error, write_csv
 from .main_job import DEFAULT_OUT, MethodSpec, _steps, measure_jvp_cost
 from .sampling import initial_noise, method_available, reference_solve, run_sampler
@@ -345,24 +345,19 @@ def add_parsers(sub: Any) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    """Run ``upsample``; an :class:`~images.errors.ImagesError` is one line on stderr and status 2."""
-    import sys
-
-    try:
-        ck = Path(a.checkpoint)
-        if not ck.exists():
-            raise CheckpointNotFoundError(
-                f"upsampler checkpoint {str(ck)!r} does not exist (train one: python -m images train --dataset patches "
-                f"--config tiny --upsample-from 16 --out runs/patches_up; then python -m images export "
-                f"--checkpoint runs/patches_up --out {ck})")
-        head = None if str(a.head).lower() == "none" else Path(a.head)
-        if head is not None and not head.is_file():
-            raise CheckpointNotFoundError(
-                f"head file {str(head)!r} does not exist (distil one from the upsampler with python -m images distill "
-                f"--checkpoint {ck} ..., or pass --head none to run GENIE with the autodiff derivative)")
-        run_upsample(Path(a.out), checkpoint=ck, head=head, nfes=[int(v) for v in a.nfe.split(",") if v.strip()],
-                     num=a.num, seed=a.seed, threads=a.threads, quiet=a.quiet)
-    except ImagesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Run ``upsample`` (``python -m images``; its named errors exit with status 2)."""
+    ck = Path(a.checkpoint)
+    if not ck.exists():
+        raise CheckpointNotFoundError(
+            f"upsampler checkpoint {str(ck)!r} does not exist (train one: python -m images train --dataset patches "
+            f"--config tiny --upsample-from 16 --model-kwargs '{{\"prediction\": \"v\"}}' --out runs/patches_up; then "
+            f"python -m images export --checkpoint runs/patches_up --out {ck})")
+    head = None if str(a.head).lower() == "none" else Path(a.head)
+    if head is not None and not head.is_file():
+        raise CheckpointNotFoundError(
+            f"head file {str(head)!r} does not exist (distil one from the upsampler: python -m images distill "
+            f"--checkpoint {ck} --out runs/up_head --steps 3000 --pool 8192, then python -m images export-head "
+            f"--head runs/up_head --out {head}; or pass --head none to run GENIE with the autodiff derivative)")
+    run_upsample(Path(a.out), checkpoint=ck, head=head, nfes=[int(v) for v in a.nfe.split(",") if v.strip()],
+                 num=a.num, seed=a.seed, threads=a.threads, quiet=a.quiet)
     return 0

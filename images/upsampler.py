@@ -15,7 +15,8 @@ mismatch between the ground-truth low-resolution images it was trained on and a 
 is applied to in a cascade (Ho et al.'s "conditioning augmentation").
 
 The distilled head of the upsampler sees ``z`` too (app. C.2.1: "for the upsampler, we also condition on
-the noisy up-scaled lower resolution image"): :func:`images.guided.head_inputs_upsampler`.
+the noisy up-scaled lower resolution image"): :mod:`images.distill` draws that
+conditioning for each distillation draw, and the head file records the input's name (``low_res``).
 """
 from __future__ import annotations
 

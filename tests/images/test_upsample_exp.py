@@ -3,7 +3,6 @@ upsampler over real held-out ``patches`` crops, PSNR by hand, GENIE (head) with 
 conditioning image (app. C.2.1), the target's verdict, and named errors."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -16,7 +15,7 @@ from images.errors import CheckpointNotFoundError, ConfigError, HeadMismatchErro
 from images.heads import attach_head, save_head, teacher_fingerprint
 from images.sampling import run_sampler
 from images.unet import build_unet
-from images.upsample_exp import genie_vs_ddim, psnr, run, run_upsample
+from images.upsample_exp import genie_vs_ddim, psnr, run_upsample
 from images.upsampler import condition, downsample, upscale
 
 F64 = torch.float64
@@ -171,8 +170,9 @@ def test_named_errors_through_the_experiment(tmp_path, capsys):
         run_upsample(tmp_path, checkpoint=m, head=None, num=2, dataset="gaussian", quiet=True)   # 1-channel images
     with pytest.raises(CheckpointNotFoundError):
         run_upsample(tmp_path, checkpoint=tmp_path / "none.safetensors", head=None, num=2, quiet=True)
-    a = argparse.Namespace(checkpoint=str(tmp_path / "none.safetensors"), head="none", nfe="5", num=2, seed=0,
-                           threads=None, out=str(tmp_path / "o"), quiet=True)
-    assert run(a) == 2
+    from images.cli import main
+
+    assert main(["upsample", "--checkpoint", str(tmp_path / "none.safetensors"), "--head", "none", "--nfe", "5",
+                 "--num", "2", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.safetensors" in err and "--upsample-from 16" in err
