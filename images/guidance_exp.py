@@ -13,8 +13,11 @@ label dropped, :mod:`images.guidance`) and for guidance scales ``w`` (eq. (79)):
    * GENIE with the exact guided derivative by autodiff (one JVP through both branches; its measured
      cost ``jvp / forward`` counted in the NFE budget).
 
-   Heads are priced by their measured overhead (``round(N / (1 + overhead))`` steps), every guided
-   evaluation (both branches) counts as one NFE, as in the paper.
+   Heads are priced by their measured overhead (``round(N / (1 + overhead))`` steps), GENIE-AD's JVP by
+   its measured cost and, in a second row, by the paper's "one JVP = one NFE" rule; every guided
+   evaluation (both branches) counts as one NFE, as in the paper; each entry is the better of AFS off
+   and on (app. F.2; both runs in ``trajectory.csv``).  The same methods at equal steps (10 and 20, no
+   AFS, derivative cost not counted) isolate the derivative's quality: ``equal_steps.csv``.
 2. **Fig. 6 form**: ``num_fd`` samples with requested classes ``0..9`` in turn; the accuracy of the
    project's digits classifier for the requested class, and the classifier FD against the digits
    training split, as functions of ``w``, for DDIM and GENIE (both heads) at NFE 10 and 20.
@@ -48,7 +51,11 @@ TRAJ_METHODS: tuple[tuple[str, str, str | None], ...] = (
     ("GENIE (eq. (81) heads)", "genie", "eq81"),
     ("GENIE (guided-ODE head)", "genie", "guided"),
     ("GENIE (exact guided derivative)", "genie", None),
+    ("GENIE (exact guided derivative, JVP = 1 NFE)", "genie", "jvp1"),
 )
+
+#: step counts of the equal-steps comparison (derivative cost not counted)
+EQUAL_STEPS = (10, 20)
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -62,20 +69,24 @@ class _Models:
     def __init__(self, model: nn.Module, eq81: Any, guided: Any, jvp_cost: float):
         self.model, self.eq81, self.guided, self.jvp_cost = model, eq81, guided, jvp_cost
 
-    def run(self, label: str, x1: torch.Tensor, y: torch.Tensor, w: float, nfe: int) -> Any:
-        """One sampling run of a method of :data:`TRAJ_METHODS` (by label) at an NFE budget."""
+    def run(self, label: str, x1: torch.Tensor, y: torch.Tensor, w: float, nfe: int | None = None,
+            steps: int | None = None, afs: bool = False) -> Any:
+        """One sampling run of a method of :data:`TRAJ_METHODS` (by label) at an NFE budget or with
+        ``steps`` steps (then no cost is counted)."""
         from .sampling import run_sampler
 
         _, method, head = next(m for m in TRAJ_METHODS if m[0] == label)
+        kw: dict[str, Any] = {"nfe": nfe, "afs": afs}
         if head == "eq81":
-            return run_sampler(self.eq81, x1, "genie", nfe=nfe, class_labels=y, guidance_scale=w, derivative="head")
+            return run_sampler(self.eq81, x1, "genie", steps, class_labels=y, guidance_scale=w, derivative="head", **kw)
         if head == "guided":
             cond = {"class_labels": y, "guidance": torch.full((x1.shape[0],), float(w), dtype=torch.float64)}
-            return run_sampler(self.guided, x1, "genie", nfe=nfe, cond=cond, derivative="head")
+            return run_sampler(self.guided, x1, "genie", steps, cond=cond, derivative="head", **kw)
         if method == "genie":
-            return run_sampler(self.model, x1, "genie", nfe=nfe, class_labels=y, guidance_scale=w,
-                               jvp_cost=self.jvp_cost)
-        return run_sampler(self.model, x1, method, nfe=nfe, class_labels=y, guidance_scale=w)
+            cost = 1.0 if head == "jvp1" else self.jvp_cost
+            return run_sampler(self.model, x1, "genie", steps, class_labels=y, guidance_scale=w,
+                               jvp_cost=cost if nfe is not None else None, **kw)
+        return run_sampler(self.model, x1, method, steps, class_labels=y, guidance_scale=w, **kw)
 
 
 def load_models(cond_dir: str | Path = DEFAULT_COND_DIR, *, overhead_batch: int = 64, quiet: bool = True) -> _Models:
@@ -84,7 +95,7 @@ def load_models(cond_dir: str | Path = DEFAULT_COND_DIR, *, overhead_batch: int 
     from .checkpoint import load_model
     from .errors import CheckpointNotFoundError
     from .guidance import GuidedUNet, check_guidable
-    from .heads import attach_head
+    from .heads import attach_head, measure_overhead
     from .main_job import measure_jvp_cost
 
     d = Path(cond_dir)
@@ -96,8 +107,11 @@ def load_models(cond_dir: str | Path = DEFAULT_COND_DIR, *, overhead_batch: int 
                                           f"gives the commands that make it")
     model = load_model(paths["model"]).eval()
     check_guidable(model)
-    eq81 = attach_head(model, head=paths["eq81"], overhead="measure", overhead_batch=overhead_batch)
-    guided = attach_head(GuidedUNet(model).eval(), head=paths["guided"], overhead="measure", overhead_batch=overhead_batch)
+    eq81 = attach_head(model, head=paths["eq81"], overhead=None)
+    guided = attach_head(GuidedUNet(model).eval(), head=paths["guided"], overhead=None)
+    for h in (eq81, guided):     # medians of 60 paired passes (a shared machine's drift cancels in the pairs)
+        h.overhead_info = measure_overhead(h, batch=overhead_batch, repeats=60)
+        h.overhead = h.overhead_info["overhead"]
     cost = measure_jvp_cost(model, overhead_batch)["jvp_cost"]
     _log(f"[guidance] head overheads: eq. (81) {100 * eq81.overhead:.1f} %, guided {100 * guided.overhead:.1f} % "
          f"(of one guided evaluation); JVP cost {cost:.2f} forward passes", quiet)
@@ -143,6 +157,8 @@ def run_guidance(out: Path, *, cond_dir: str | Path = DEFAULT_COND_DIR, ws: Sequ
     x1 = initial_noise(num, shape, seed)
     y = _labels(num)
     traj: list[dict[str, Any]] = []
+    all_runs: list[dict[str, Any]] = []
+    equal: list[dict[str, Any]] = []
     refs: dict[float, dict[str, Any]] = {}
     for w in ws:
         t0 = time.perf_counter()
@@ -153,11 +169,22 @@ def run_guidance(out: Path, *, cond_dir: str | Path = DEFAULT_COND_DIR, ws: Sequ
                    "seconds": time.perf_counter() - t0}
         for label, _, _ in TRAJ_METHODS:
             for n in nfes:
-                r = ms.run(label, x1, y, w, n)
-                rmse = float(per_image_rmse(r.x, ref.x).mean())
-                traj.append({"method": label, "w": float(w), "nfe": int(n), "actual_nfe": r.nfe, "steps": r.steps,
-                             "rmse": rmse, "seconds": r.wall_time})
-                _log(f"[guidance] w={w:g} {label} NFE {n} ({r.steps} steps): RMSE {rmse:.4f}", quiet)
+                runs = []
+                for afs in (False, True):       # the better of AFS off / on (app. F.2), as the main job does
+                    r = ms.run(label, x1, y, w, n, afs=afs)
+                    runs.append({"method": label, "w": float(w), "nfe": int(n), "afs": afs, "actual_nfe": r.nfe,
+                                 "steps": r.steps, "rmse": float(per_image_rmse(r.x, ref.x).mean()),
+                                 "seconds": r.wall_time})
+                all_runs += runs
+                best = min(runs, key=lambda q: q["rmse"])
+                traj.append(best)
+                _log(f"[guidance] w={w:g} {label} NFE {n} ({best['steps']} steps{', AFS' if best['afs'] else ''}): "
+                     f"RMSE {best['rmse']:.4f}", quiet)
+            if label.endswith("JVP = 1 NFE)"):
+                continue
+            for k in EQUAL_STEPS:
+                r = ms.run(label, x1, y, w, steps=k)
+                equal.append({"method": label, "w": float(w), "steps": k, "rmse": float(per_image_rmse(r.x, ref.x).mean())})
         _log(f"[guidance] w={w:g}: references agree to {agree:.1e}", quiet)
 
     # 2. Fig. 6 form: classifier accuracy for the requested class and classifier FD, against w
@@ -168,10 +195,11 @@ def run_guidance(out: Path, *, cond_dir: str | Path = DEFAULT_COND_DIR, ws: Sequ
     yf = _labels(num_fd)
     xf = initial_noise(num_fd, shape, seed + 1)
     grids: dict[float, list[torch.Tensor]] = {}
+    afs_of = {(r["method"], r["w"], r["nfe"]): r["afs"] for r in traj}
     for w in ws:
         for label in (TRAJ_METHODS[0][0], TRAJ_METHODS[1][0], TRAJ_METHODS[2][0]):
             for n in nfes:
-                r = ms.run(label, xf, yf, w, n)
+                r = ms.run(label, xf, yf, w, n, afs=afs_of[(label, float(w), n)])
                 xs = r.x.float().clamp(-1, 1)
                 with torch.no_grad():
                     pred = clf(xs).argmax(1)
@@ -188,12 +216,14 @@ def run_guidance(out: Path, *, cond_dir: str | Path = DEFAULT_COND_DIR, ws: Sequ
     verdicts = guidance_verdicts(traj, ws)
     res = {"ws": list(map(float, ws)), "nfes": list(nfes), "num": num, "num_fd": num_fd, "seed": seed,
            "overheads": {"eq81": ms.eq81.overhead, "guided": ms.guided.overhead, "jvp_cost": ms.jvp_cost},
-           "references": {f"{w:g}": v for w, v in refs.items()}, "trajectory": traj, "fig6": fig6,
+           "references": {f"{w:g}": v for w, v in refs.items()}, "trajectory": traj, "equal_steps": equal,
+           "fig6": fig6,
            "verdicts": verdicts, "threads": torch.get_num_threads(), "seconds": time.perf_counter() - t_start}
     atomic_write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
-    write_csv(out / "trajectory.csv", traj)
+    write_csv(out / "trajectory.csv", all_runs)
+    write_csv(out / "equal_steps.csv", equal)
     write_csv(out / "fig6.csv", fig6)
-    atomic_write_text(out / "guidance.md", _tables(traj, fig6, ws, nfes, res))
+    atomic_write_text(out / "guidance.md", _tables(traj, equal, fig6, ws, nfes, res))
     _figure(out / "guidance.png", traj, fig6, ws, nfes)
     _log(f"[guidance] done in {res['seconds']:.0f} s; verdicts {json.dumps(verdicts)}", quiet)
     return res
@@ -206,15 +236,25 @@ def _class_grid(xs: torch.Tensor, y: torch.Tensor, per_class: int = 4) -> torch.
     return torch.stack([xs[idx[c][i]] for i in range(per_class) for c in range(10)])
 
 
-def _tables(traj: list[dict[str, Any]], fig6: list[dict[str, Any]], ws: Sequence[float], nfes: Sequence[int],
-            res: dict[str, Any]) -> str:
+def _tables(traj: list[dict[str, Any]], equal: list[dict[str, Any]], fig6: list[dict[str, Any]], ws: Sequence[float],
+            nfes: Sequence[int], res: dict[str, Any]) -> str:
     err = {(r["method"], r["w"], r["nfe"]): r for r in traj}
     head = "| method | " + " | ".join(f"w = {w:g}, NFE {n}" for w in ws for n in nfes) + " |"
-    lines = ["Reference-trajectory error (per-image RMSE to RK45 on the guided ODE):", "", head,
-             "|---|" + "---|" * (len(ws) * len(nfes))]
+    lines = ["Reference-trajectory error (per-image RMSE to RK45 on the guided ODE; steps in parentheses, * AFS):", "",
+             head, "|---|" + "---:|" * (len(ws) * len(nfes))]
+
+    def cell(r: dict[str, Any]) -> str:
+        return f"{r['rmse']:.4f} ({r['steps']}{'*' if r['afs'] else ''})"
+
     for label, _, _ in TRAJ_METHODS:
-        lines.append(f"| {label} | " + " | ".join(f"{err[(label, float(w), n)]['rmse']:.4f}" for w in ws for n in nfes)
-                     + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(err[(label, float(w), n)]) for w in ws for n in nfes) + " |")
+    eq = {(r["method"], r["w"], r["steps"]): r["rmse"] for r in equal}
+    ks = sorted({r["steps"] for r in equal})
+    lines += ["", "Equal steps (no AFS; derivative cost not counted):", "",
+              "| method | " + " | ".join(f"w = {w:g}, {k} steps" for w in ws for k in ks) + " |",
+              "|---|" + "---:|" * (len(ws) * len(ks))]
+    for m in dict.fromkeys(r["method"] for r in equal):
+        lines.append(f"| {m} | " + " | ".join(f"{eq[(m, float(w), k)]:.4f}" for w in ws for k in ks) + " |")
     f6 = {(r["method"], r["w"], r["nfe"]): r for r in fig6}
     methods = list(dict.fromkeys(r["method"] for r in fig6))
     lines += ["", "Classifier accuracy for the requested class / classifier FD (Fig. 6 form):", "",

@@ -71,3 +71,39 @@ def test_committed_class_conditional_model_follows_the_requested_class():
         with torch.no_grad():
             acc[w] = float((clf(x.float().clamp(-1, 1)).argmax(1) == y).float().mean())
     assert acc[0.0] > 0.85 and acc[2.0] > 0.9, acc
+
+
+def test_committed_guidance_heads_attach_to_their_own_teachers():
+    """heads/eq81 belongs to the bare class-conditional U-Net, heads/guided to the guided model (both
+    branches and w): each loads onto its teacher only, and each beats a zero head on fresh targets."""
+    from images.errors import HeadMismatchError
+    from images.guidance import GuidedUNet, eq81_pair, guided_target
+    from images.guidance_exp import DEFAULT_COND_DIR
+    from images.heads import attach_head
+
+    import pytest
+
+    model = load_model(DEFAULT_COND_DIR / "model.safetensors")
+    eq81 = attach_head(model, head=DEFAULT_COND_DIR / "heads" / "eq81.safetensors", overhead=None)
+    guided = attach_head(GuidedUNet(model), head=DEFAULT_COND_DIR / "heads" / "guided.safetensors", overhead=None)
+    with pytest.raises(HeadMismatchError):
+        attach_head(model, head=DEFAULT_COND_DIR / "heads" / "guided.safetensors", overhead=None)
+    x0, _ = load_digits().held_out()
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(16) % 10
+    t = torch.full((16,), 0.05, dtype=torch.float64)
+    from taylorsolve.diffusion.schedules import LinearVPSchedule
+
+    s = LinearVPSchedule()
+    xt = s.alpha(t).float()[:, None, None, None] * x0[:16].float() + s.sigma(t).float()[:, None, None, None] * torch.randn(
+        16, 1, 16, 16, generator=g)
+    w = 2.0
+    with torch.no_grad():
+        k_g = guided.net(xt, t, class_labels=y, guidance=torch.full((16,), w, dtype=torch.float64))[1]
+        k_c = eq81.net(xt, t, class_labels=y)[1]
+        k_u = eq81.net(xt, t)[1]
+    true = guided_target(model, xt, t[0], y, w)
+    pair = eq81_pair(model, xt, t[0], y, w)
+    rel = lambda k, d: float((k - d).norm() / d.norm())  # noqa: E731
+    assert rel(k_g, true) < 0.9, rel(k_g, true)           # a zero head scores 1
+    assert rel((1 + w) * k_c - w * k_u, pair) < 0.9, rel((1 + w) * k_c - w * k_u, pair)

@@ -42,13 +42,16 @@ def _write_cond_dir(tmp_path):
 def test_guidance_experiment_end_to_end(tmp_path):
     d = _write_cond_dir(tmp_path)
     res = run_guidance(tmp_path / "out", cond_dir=d, ws=(0.0, 2.0), nfes=(4,), num=4, num_fd=20, threads=1, quiet=True)
-    for f in ("results.json", "trajectory.csv", "fig6.csv", "guidance.md", "guidance.png", "samples_w0.png",
+    for f in ("results.json", "trajectory.csv", "equal_steps.csv", "fig6.csv", "guidance.md", "guidance.png", "samples_w0.png",
               "samples_w2.png"):
         assert (tmp_path / "out" / f).is_file(), f
     rows = {(r["method"], r["w"]): r for r in res["trajectory"]}
     assert len(rows) == 2 * len(TRAJ_METHODS)
     # w = 0: the eq. (81) heads reduce to the conditional head; every run kept its NFE budget
     assert all(r["actual_nfe"] <= 4 for r in res["trajectory"])
+    # equal steps: no cost counted, so the exact guided derivative (a second-order step) beats DDIM
+    eq = {(r["method"], r["w"], r["steps"]): r["rmse"] for r in res["equal_steps"]}
+    assert eq[(TRAJ_METHODS[3][0], 2.0, 20)] < eq[(TRAJ_METHODS[0][0], 2.0, 20)]
     # the two references agree far better than any sampler is from them
     for w, ref in res["references"].items():
         assert ref["agreement_rmse"] < 0.1 * min(r["rmse"] for r in res["trajectory"] if r["w"] == float(w))
@@ -57,7 +60,7 @@ def test_guidance_experiment_end_to_end(tmp_path):
 
 
 def test_guidance_verdicts_compare_the_right_rows():
-    (dd, _, _), (e, _, _), (g, _, _), (ad, _, _) = TRAJ_METHODS
+    (dd, _, _), (e, _, _), (g, _, _), (ad, _, _) = TRAJ_METHODS[:4]
     rows = []
     for w, (ed, ee, eg) in {0.0: (3.0, 2.0, 2.0), 2.0: (3.0, 2.5, 1.0), 4.0: (3.0, 1.0, 2.0)}.items():
         for n in (10, 20):
