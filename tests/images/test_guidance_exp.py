@@ -75,3 +75,19 @@ def test_guidance_verdicts_compare_the_right_rows():
 def test_missing_models_are_named(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="README"):
         run_guidance(tmp_path / "o", cond_dir=tmp_path / "nothing", num=2, num_fd=2, quiet=True)
+
+
+def test_all_full_runs_the_four_experiments(monkeypatch, tmp_path):
+    """`python -m images all --full` runs guidance, encode, interpolate and upsample (each its defaults,
+    into out/<command>) after the main job, and records the seconds each took."""
+    from images import commands
+    from images.cli import build_parser
+
+    assert build_parser().parse_args(["all", "--full"]).full
+    called = []
+    for mod in commands._EXPERIMENTS():
+        monkeypatch.setattr(mod, "run", lambda a, _m=mod: called.append((a.command, a.out)) or 0)
+    times = commands.run_full_experiments(tmp_path, quiet=True)
+    assert [c for c, _ in called] == ["guidance", "encode", "interpolate", "upsample"]
+    assert all(out == str(tmp_path / c) for c, out in called)
+    assert set(json.loads((tmp_path / "full_times.json").read_text())) == set(times) == {c for c, _ in called}
