@@ -57,6 +57,9 @@ TRAJ_METHODS: tuple[tuple[str, str, str | None], ...] = (
 #: step counts of the equal-steps comparison (derivative cost not counted)
 EQUAL_STEPS = (10, 20)
 
+#: eq. (81) with perfect heads (each branch's exact derivative along its own ODE): equal steps only
+EQ81_EXACT = "GENIE (eq. (81), exact branch derivatives)"
+
 
 def _log(msg: str, quiet: bool) -> None:
     if not quiet:
@@ -87,6 +90,20 @@ class _Models:
             return run_sampler(self.model, x1, "genie", steps, class_labels=y, guidance_scale=w,
                                jvp_cost=cost if nfe is not None else None, **kw)
         return run_sampler(self.model, x1, method, steps, class_labels=y, guidance_scale=w, **kw)
+
+    def eq81_exact(self, x1: torch.Tensor, y: torch.Tensor, w: float, steps: int) -> Any:
+        """GENIE with eq. (81) on exact per-branch derivatives, ``(1 + w) d eps_c - w d eps_u`` each along its own
+        branch's ODE (perfect heads), at ``steps`` steps (no AFS)."""
+        from taylorsolve.diffusion.providers import guided_heads
+
+        from .guidance import branch_eps, ode_derivative
+        from .sampling import run_sampler
+
+        fc, fu = branch_eps(self.model, y), branch_eps(self.model, None)
+        pair = guided_heads(lambda x, t, eps: ode_derivative(fc, x, t)[1], lambda x, t, eps: ode_derivative(fu, x, t)[1])
+        if not w:                      # w = 0: the conditional model's own ODE, its exact derivative
+            return run_sampler(self.model, x1, "genie", steps, class_labels=y)
+        return run_sampler(self.model, x1, "genie", steps, class_labels=y, guidance_scale=float(w), derivative=pair)
 
 
 def load_models(cond_dir: str | Path = DEFAULT_COND_DIR, *, overhead_batch: int = 64, quiet: bool = True) -> _Models:
@@ -185,6 +202,9 @@ def run_guidance(out: Path, *, cond_dir: str | Path = DEFAULT_COND_DIR, ws: Sequ
             for k in EQUAL_STEPS:
                 r = ms.run(label, x1, y, w, steps=k)
                 equal.append({"method": label, "w": float(w), "steps": k, "rmse": float(per_image_rmse(r.x, ref.x).mean())})
+        for k in EQUAL_STEPS:          # eq. (81)'s gap with exact derivatives: the structural error alone
+            r = ms.eq81_exact(x1, y, w, k)
+            equal.append({"method": EQ81_EXACT, "w": float(w), "steps": k, "rmse": float(per_image_rmse(r.x, ref.x).mean())})
         _log(f"[guidance] w={w:g}: references agree to {agree:.1e}", quiet)
 
     # 2. Fig. 6 form: classifier accuracy for the requested class and classifier FD, against w

@@ -107,3 +107,25 @@ def test_committed_guidance_heads_attach_to_their_own_teachers():
     rel = lambda k, d: float((k - d).norm() / d.norm())  # noqa: E731
     assert rel(k_g, true) < 0.9, rel(k_g, true)           # a zero head scores 1
     assert rel((1 + w) * k_c - w * k_u, pair) < 0.9, rel((1 + w) * k_c - w * k_u, pair)
+
+
+def test_committed_upsampler_upsamples_held_out_photographs():
+    """The committed 16 -> 32 upsampler (v-prediction): its record matches its weights, and DDIM samples
+    from held-out crops' low-resolution versions come close to the crops (26.5 dB measured on 16 crops
+    with 20 steps; a model that ignores or misreads its conditioning sits near 8 dB)."""
+    from images.data import load_dataset
+    from images.sampling import initial_noise, run_sampler
+    from images.upsample_exp import DEFAULT_CHECKPOINT, DEFAULT_HEAD, psnr
+    from images.upsampler import condition, downsample
+    from images.heads import attach_head
+
+    rec = json.loads((DEFAULT_CHECKPOINT.parent / "train.json").read_text())
+    assert rec["export"]["sha256"] == hashlib.sha256(DEFAULT_CHECKPOINT.read_bytes()).hexdigest()
+    model = load_model(DEFAULT_CHECKPOINT)
+    assert model.config.prediction == "v" and model.config.low_resolution == 16
+    gt = load_dataset("patches").held_out()[0][:8].float()
+    c = condition(downsample(gt, 16), 32, 0.01, generator=torch.Generator().manual_seed(0))
+    x = run_sampler(model, initial_noise(8, (3, 32, 32), 0), "ddim", 20, cond=c).x
+    assert float(psnr(x.float(), gt).mean()) > 22.0
+    headed = attach_head(model, head=DEFAULT_HEAD, overhead=None)       # the head file names its input
+    assert headed.extra_input == "low_res" and headed.head.config.extra_channels == 3
