@@ -173,6 +173,20 @@ def encode_target(rows: Sequence[dict[str, Any]], nfe: int = 10) -> dict[str, An
             "ratio_genie_ad": ratio("state", "GENIE-AD", "rmse")}
 
 
+def _setup(methods: Sequence[str], threads: int | None, out: Path, checkpoint: str | Path | None
+           ) -> tuple[list[tuple[str, MethodSpec]], float, Path, nn.Module]:
+    """The methods (checked before anything is written), threads, start time, output folder, model."""
+    from . import DEFAULT_DIGITS_CHECKPOINT
+
+    specs = resolve_methods(methods)
+    if threads:
+        torch.set_num_threads(int(threads))
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return specs, t_start, out, load_model(Path(checkpoint) if checkpoint is not None else DEFAULT_DIGITS_CHECKPOINT)
+
+
 def run_encode(out: Path, *, nfes: Sequence[int] = (5, 10, 15, 20, 25),
                num: int = 64, methods: Sequence[str] = ("ddim", "genie-head", "dpm-solver++2m", "genie"),
                t_cutoff: float = 1e-3, seed: int = 0, heads_dir: str | Path | None = None, threads: int | None = None,
@@ -187,14 +201,7 @@ def run_encode(out: Path, *, nfes: Sequence[int] = (5, 10, 15, 20, 25),
     from . import DEFAULT_DIGITS_CHECKPOINT
     from .classifier import load_classifier
 
-    specs = resolve_methods(methods)
-    if threads:
-        torch.set_num_threads(int(threads))
-    t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_DIGITS_CHECKPOINT
-    model = load_model(ckpt)
+    specs, t_start, out, model = _setup(methods, threads, out, checkpoint)
     x, labels, idx = _held_out(num, seed)
     clf = load_classifier()
     costs: dict[str, Any] = {}
@@ -269,7 +276,7 @@ def run_encode(out: Path, *, nfes: Sequence[int] = (5, 10, 15, 20, 25),
         save_grid(torch.cat([g[:k] for _, g in grids[protocol]]), out / f"reconstructions_nfe{nfe_grid}{suffix}.png", nrow=k)
     _figure(out / "encode_error.png", rows, specs, nfes, floor)
     res = {
-        "checkpoint": str(ckpt), "num": num, "seed": seed, "t_cutoff": t_cutoff, "nfes": list(nfes),
+        "checkpoint": str(checkpoint if checkpoint is not None else DEFAULT_DIGITS_CHECKPOINT), "num": num, "seed": seed, "t_cutoff": t_cutoff, "nfes": list(nfes),
         "methods": [k_ for k_, _ in specs], "held_out_indices": idx.tolist(), "labels": labels.tolist(),
         "protocols": {"state": "diffuse=False, denoise=False: decode(encode(x)) vs x as states at t_cutoff",
                       "f4": "app. F.4: x diffused to t_cutoff (eq. (1)), decoder denoises at the end (its NFE in the budget)"},
@@ -381,15 +388,7 @@ def run_interpolate(out: Path, *, nfe: int = 10, pairs: int = 4, points: int = 9
     """App. F.5: ``pairs`` pairs of held-out digits (seeded), encoded and decoded by each method at NFE ``nfe``
     each way, ``points`` mixtures by eq. (82); ``interpolate_<method>.png`` (one row per pair: input a,
     the decoded mixtures from alpha = 0 to 1, input b) and ``interpolate.json`` in ``out``."""
-    from . import DEFAULT_DIGITS_CHECKPOINT
-
-    specs = resolve_methods(methods)
-    if threads:
-        torch.set_num_threads(int(threads))
-    t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(Path(checkpoint) if checkpoint is not None else DEFAULT_DIGITS_CHECKPOINT)
+    specs, t_start, out, model = _setup(methods, threads, out, checkpoint)
     x, labels, idx = _held_out(2 * pairs, seed)
     xa, xb = x[:pairs], x[pairs:]
     costs: dict[str, Any] = {}
