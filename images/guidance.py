@@ -144,17 +144,6 @@ class GuidedUNet(nn.Module):
         self.config = unet.config
         self.last_features = nn.Identity()
         self.embedding = nn.Identity()
-        self._cache: dict[str, torch.Tensor] = {}
-        self._hooks = [
-            unet.last_features.register_forward_hook(lambda m, i, o: self._stash("feat", o)),
-            unet.embedding.register_forward_hook(lambda m, i, o: self._stash("emb", o)),
-        ]
-
-    def _stash(self, key: str, value: torch.Tensor) -> None:
-        if self._active:
-            self._cache[key] = value
-
-    _active = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -180,13 +169,15 @@ class GuidedUNet(nn.Module):
         tt = torch.as_tensor(t, device=x.device)
         tt = tt.expand(b) if tt.ndim == 0 else tt
         null = torch.full_like(y, self.num_classes)
-        self._active = True
+        got: dict[str, torch.Tensor] = {}      # the U-Net's own hook points, recorded for this pass only
+        hooks = [self.unet.last_features.register_forward_hook(lambda m, i, o: got.__setitem__("feat", o)),
+                 self.unet.embedding.register_forward_hook(lambda m, i, o: got.__setitem__("emb", o))]
         try:
             out = self.unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null]))
-            feat, emb = self._cache.pop("feat"), self._cache.pop("emb")
         finally:
-            self._active = False
-            self._cache.clear()
+            for h in hooks:
+                h.remove()
+        feat, emb = got["feat"], got["emb"]
         eps_c, eps_u = out[:b], out[b:]
         self.last_features(torch.cat([feat[:b], feat[b:]], dim=1))
         self.embedding(torch.cat([emb[:b], guidance_features(w).to(emb.dtype)], dim=1))
