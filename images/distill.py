@@ -63,7 +63,7 @@ from .errors import (CheckpointMismatchError, ConfigError, GuidanceError, NonFin
 from .heads import (HeadConfig, HeadedModel, PredictionHead, attach_head, build_head, head_config_for, read_head_metadata,
                     save_head, teacher_fingerprint)
 from .train import (Interrupted, StopSignals, _append_log, _command_line, _Dist, _ema_update, _git_commit, _init_dist,
-                    _load_optimizer, progress_bar, wrap_ddp)
+                    _load_optimizer, progress_bar, with_added_defaults, wrap_ddp)
 
 __all__ = ["DistillArgs", "distill", "evaluate_head", "build_pool", "HEAD_FILE", "teacher_batch", "Conditioner",
            "distill_teacher"]
@@ -75,7 +75,7 @@ _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "resume", "out", "progress", 
                       "eval_samples"}
 
 #: DistillArgs fields added after runs were recorded (a record without them had their defaults)
-_ADDED_FIELDS = {"label_dropout": 0.2, "guidance": "", "aug_max": 0.1}
+_ADDED_FIELDS = {"label_dropout", "guidance", "aug_max"}
 
 #: the tensors of a target pool (:func:`build_pool`)
 _POOL_KEYS = ("x_t", "t", "noise", "eps", "features", "embedding", "gamma")
@@ -372,7 +372,7 @@ def _save(path: Path, headed: HeadedModel, head: PredictionHead, ema: Prediction
 
 
 def _check_resume(meta: dict[str, Any], args: DistillArgs, teacher: dict[str, Any], path: str) -> None:
-    saved = {**_ADDED_FIELDS, **dict(meta["record"].get("distill_args", {}))}
+    saved = with_added_defaults(meta["record"].get("distill_args", {}), DistillArgs(), _ADDED_FIELDS)
     now = asdict(args)
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
              if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k)]

@@ -241,9 +241,15 @@ def _args_json(args: TrainArgs) -> dict[str, Any]:
     return asdict(args)
 
 
+def with_added_defaults(saved: dict[str, Any], defaults: Any, added: set[str]) -> dict[str, Any]:
+    """A recorded argument dict with the fields ``added`` after it was written filled in with their
+    defaults from the dataclass instance ``defaults`` (the run had that behaviour)."""
+    return {**{k: v for k, v in asdict(defaults).items() if k in added}, **dict(saved)}
+
+
 def _check_resume_compatible(meta: dict[str, Any], args: TrainArgs, cfg: UNetConfig, path: str) -> None:
     # fields added after a run was started are read as their defaults (the run had that behaviour)
-    saved = {**{k: v for k, v in asdict(TrainArgs()).items() if k in _ADDED_FIELDS}, **dict(meta.get("train_args", {}))}
+    saved = with_added_defaults(meta.get("train_args", {}), TrainArgs(), _ADDED_FIELDS)
     now = _args_json(args)
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
              if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
