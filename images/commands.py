@@ -191,7 +191,7 @@ def _EXPERIMENTS() -> list[Any]:
 
 
 def _names(mod: Any) -> tuple[str, ...]:
-    return tuple(getattr(mod, "COMMANDS", (mod.__name__.rsplit(".", 1)[-1].removesuffix("_exp"),)))
+    return tuple(mod.COMMANDS)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from taylorsolve.diffusion.guidance import slerp
 from .checkpoint import atomic_write_text, load_model
 from .evaluate import denoise_with, per_image_rmse, save_grid, write_csv
 from .errors import UnknownNameError
-from .main_job import DEFAULT_OUT, MethodSpec, _savefig, _steps, measure_jvp_cost
+from .main_job import DEFAULT_OUT, MethodSpec, _log, _savefig, _steps, measure_jvp_cost
 from .sampling import DEFAULT_GRIDS, canonical, diffusion_model
 
 __all__ = ["ENCODE_METHODS", "PROTOCOLS", "RoundTrip", "round_trip", "interpolate_codes", "encode_target",
@@ -137,11 +137,6 @@ def _headed(model: nn.Module, heads_dir: str | Path | None, batch: int, overhead
         info = {"overhead": float(overhead), "source": "given"}
     h.overhead = info["overhead"]
     return h, info
-
-
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, flush=True)
 
 
 def _held_out(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

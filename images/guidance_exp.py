@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,8 +38,9 @@ import torch
 from torch import nn
 
 from . import CHECKPOINT_DIR
+from .main_job import _log, _savefig
 
-__all__ = ["DEFAULT_COND_DIR", "run_guidance", "add_parsers", "run", "guidance_verdicts"]
+__all__ = ["COMMANDS", "DEFAULT_COND_DIR", "run_guidance", "add_parsers", "run", "guidance_verdicts"]
 
 #: the committed class-conditional digits model and its two heads
 DEFAULT_COND_DIR = CHECKPOINT_DIR / "digits_cond"
@@ -59,11 +59,6 @@ EQUAL_STEPS = (10, 20)
 
 #: eq. (81) with perfect heads (each branch's exact derivative along its own ODE): equal steps only
 EQ81_EXACT = "GENIE (eq. (81), exact branch derivatives)"
-
-
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, flush=True)
 
 
 class _Models:
@@ -314,15 +309,17 @@ def _figure(path: Path, traj: list[dict[str, Any]], fig6: list[dict[str, Any]], 
     axes[0].legend(fontsize=6)
     axes[1].legend(fontsize=6)
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=110, format="png")
+    _savefig(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------------------
+#: the sub-commands of ``python -m images`` this module adds
+COMMANDS = ("guidance",)
+
+
 def add_parsers(sub: Any) -> None:
     from .main_job import DEFAULT_OUT
 

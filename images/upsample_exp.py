@@ -53,11 +53,11 @@ from torch import nn
 from .checkpoint import atomic_write_text, load_model
 from .errors import CheckpointNotFoundError, ConfigError, HeadMismatchError, ResolutionMismatchError
 from .evaluate import save_grid, trajectory_error, write_csv
-from .main_job import DEFAULT_OUT, MethodSpec, _steps, measure_jvp_cost
+from .main_job import DEFAULT_OUT, MethodSpec, _log, _steps, measure_jvp_cost
 from .sampling import initial_noise, method_available, reference_solve, run_sampler
 from .upsampler import SAMPLE_AUG_LEVEL, condition, downsample, upscale
 
-__all__ = ["run_upsample", "psnr", "genie_vs_ddim", "method_spec", "add_parsers", "run", "DEFAULT_CHECKPOINT",
+__all__ = ["COMMANDS", "run_upsample", "psnr", "genie_vs_ddim", "method_spec", "add_parsers", "run", "DEFAULT_CHECKPOINT",
            "DEFAULT_HEAD", "METHODS"]
 
 #: the committed upsampler and its head (``images/checkpoints/patches_up/``, beside this module)
@@ -119,11 +119,6 @@ def genie_vs_ddim(best: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]
     out["verdict"] = (f"{genie} at NFE 5: RMSE {g5:.4g} {'<' if out['met'] else '>='} DDIM at NFE 10: "
                       f"{d10['rmse']:.4g} (ratio {out['ratio']:.3f}); target {'met' if out['met'] else 'not met'}")
     return out
-
-
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, flush=True)
 
 
 def _attach(model: nn.Module, head: str | Path, cond: dict[str, Any], overhead: float | None, batch: int
@@ -330,6 +325,10 @@ def _table_md(best: dict[tuple[str, int], dict[str, Any]], specs: Sequence[Metho
 # ------------------------------------------------------------------------------------------------
 # the command
 # ------------------------------------------------------------------------------------------------
+#: the sub-commands of ``python -m images`` this module adds
+COMMANDS = ("upsample",)
+
+
 def add_parsers(sub: Any) -> None:
     """The sub-command ``upsample``."""
     p = sub.add_parser("upsample", help="the cascaded upsampler's Table 3: GENIE vs DDIM, S-PNDM, F-PNDM at NFE 5, 10, 15")
